@@ -345,7 +345,9 @@ def connect_error(host: Host, e: BaseException) -> str:
         return f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, or load the key into ssh-agent"
     if isinstance(e, (socket.timeout, TimeoutError)):
         return f"unreachable: no answer from {where} within the connect timeout"
-    if isinstance(e, OSError):  # includes NoValidConnectionsError (connection refused)
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+        return f"unreachable: {where} refused the connection (is sshd running there, on that port?)"
+    if isinstance(e, OSError):
         return f"unreachable: cannot connect to {where} ({_short(e)})"
     return f"SSH to {where} failed: {_short(e)}"
 

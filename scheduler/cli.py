@@ -1,0 +1,161 @@
+"""`headnode`: a thin argparse layer over the scheduler library.
+
+Each area registers its own subcommands (cli_hosts, cli_jobs, cli_data, cli_top, cli_console); a
+handler is `handler(args, ctx) -> int`. Heavy imports (fabric, textual, torch) happen inside handlers,
+so read commands start fast. A UserError becomes one sentence on stderr and its exit code; anything
+else is an internal error, with the traceback only under HEADNODE_DEBUG=1 or --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import traceback
+from functools import cached_property
+
+from .errors import UserError
+
+AREAS = ("cli_hosts", "cli_jobs", "cli_data", "cli_top", "cli_console")
+INTERNAL_ERROR = 70  # EX_SOFTWARE
+
+
+class Context:
+    """What handlers need, each piece built on first use from --config."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self._opened: list = []
+
+    @cached_property
+    def inventory(self):
+        from . import inventory
+
+        return inventory.load(getattr(self.args, "config", None))
+
+    @cached_property
+    def store(self):
+        from . import hosts
+        from .store import Store
+
+        store = Store.for_state_dir(self.inventory.state_dir)
+        hosts.sync_inventory(store, self.inventory)
+        self._opened.append(store)
+        return store
+
+    @cached_property
+    def executor(self):
+        from .execute import Executor
+
+        ex = Executor(self.inventory)
+        self._opened.append(ex)
+        return ex
+
+    def print_json(self, obj) -> None:
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+
+    def close(self) -> None:
+        for thing in reversed(self._opened):
+            thing.close()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors, in our one-sentence shape."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("headnode").strip()
+        raise UserError(f"{where}: {message}" if where else message, None, f"see `{self.prog} --help`")
+
+
+def add_common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Subcommands repeat --config with SUPPRESS so their default does not hide the top-level value.
+    default = None if top else argparse.SUPPRESS
+    p.add_argument("--config", metavar="PATH", default=default, help="hosts.toml (default: $HEADNODE_CONFIG, else ./hosts.toml, else this machine alone)")
+    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="headnode",
+        description="Queue, run and watch multi-node PyTorch training on your own GPU servers over SSH.",
+    )
+    add_common(parser, top=True)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for area in AREAS:
+        try:
+            mod = importlib.import_module(f".{area}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.{area}":
+                continue  # that area has not landed
+            raise
+        mod.register(sub)
+    _add_common_everywhere(sub)
+    return parser
+
+
+def _add_common_everywhere(sub) -> None:
+    for p in sub.choices.values():
+        if not any(a.dest == "config" for a in p._actions):
+            add_common(p)
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                _add_common_everywhere(a)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"headnode {version('headnode')}"
+    except Exception:
+        return "headnode (not installed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HEADNODE_DEBUG") == "1"
+    ctx = None
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            if args.command is None and "console" in parser._subparsers._group_actions[0].choices:
+                args = parser.parse_args([*argv, "console"])
+            else:
+                parser.print_help()
+                return 2
+        ctx = Context(args)
+        return int(args.func(args, ctx) or 0)
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"headnode: {e.sentence()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("headnode: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"headnode: internal error: {type(e).__name__}: {e}; this is a bug — rerun with HEADNODE_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`headnode hosts`, `hosts probe`, `hosts drain`, `hosts undrain`."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import add_json
+from .table import human_bytes, print_table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("hosts", help="inventory with state, GPUs declared/detected and in use")
+    add_json(p)
+    p.set_defaults(func=cmd_hosts)
+    hs = p.add_subparsers(dest="hosts_command", metavar="ACTION")
+
+    pr = hs.add_parser("probe", help="check SSH, python, torch, CUDA, driver, GPUs and disk on hosts")
+    pr.add_argument("names", nargs="*", metavar="HOST", help="hosts to probe (default: all)")
+    pr.add_argument("--timeout", type=float, default=20.0, help="seconds per host (default 20)")
+    add_json(pr)
+    pr.set_defaults(func=cmd_probe)
+
+    for name, draining, text in (("drain", True, "stop placing new jobs on a host"), ("undrain", False, "place jobs on a host again")):
+        d = hs.add_parser(name, help=text)
+        d.add_argument("name", metavar="HOST")
+        d.set_defaults(func=cmd_drain, draining=draining)
+
+
+def cmd_hosts(args, ctx) -> int:
+    from . import hosts
+
+    rows = hosts.summaries(ctx.store, ctx.inventory)
+    if args.json:
+        ctx.print_json(rows)
+        return 0
+    print_table(
+        ["HOST", "ADDRESS", "STATE", "GPUS", "IN USE", "TAGS", "REASON"],
+        [
+            [r["name"], r["address"], r["state"], _gpus(r), r["gpus_in_use"], ",".join(r["tags"]), r["reason"] or ""]
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def _gpus(r: dict) -> str:
+    if r["gpus_declared"] is not None:
+        detected = r["gpus_detected"]
+        return f"{r['gpus_declared']}" + (f" (detected {detected})" if detected is not None and detected != r["gpus_declared"] else "")
+    return "?" if r["gpus_detected"] is None else str(r["gpus_detected"])
+
+
+def cmd_probe(args, ctx) -> int:
+    from . import hosts
+
+    targets = [ctx.inventory.host(n) for n in args.names] if args.names else list(ctx.inventory.hosts)
+    entries = hosts.probe(ctx.executor, targets, timeout=args.timeout)
+    hosts.record_probe(ctx.store, ctx.inventory, entries)
+    if args.json:
+        ctx.print_json(entries)
+    else:
+        print_table(
+            ["HOST", "OK", "PYTHON", "TORCH", "CUDA", "DRIVER", "GPUS", "DISK FREE", "TIME"],
+            [
+                [
+                    e["name"],
+                    "ok" if e["ok"] else "FAIL",
+                    e["python"] or "-",
+                    e["torch"] or "-",
+                    e["cuda"] or "-",
+                    e["driver"] or "-",
+                    "-" if e["gpus"] is None else e["gpus"],
+                    human_bytes(e["disk_free_bytes"]),
+                    f"{e['elapsed_s']:.1f}s",
+                ]
+                for e in entries
+            ],
+        )
+        for e in entries:
+            if e["reason"]:
+                print(f"{e['name']}: {e['reason']}", file=sys.stderr)
+    return 0 if all(e["ok"] for e in entries) else 1
+
+
+def cmd_drain(args, ctx) -> int:
+    from . import hosts
+
+    changed = hosts.set_draining(ctx.store, ctx.inventory, args.name, args.draining)
+    verb = "draining" if args.draining else "undrained"
+    print(f"{args.name}: {verb}" + ("" if changed else " (no change)"))
+    return 0

@@ -1,0 +1,160 @@
+"""Hosts: the inventory mirrored into the store, their state, drain, and the probe."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .execute import NOT_FOUND, Executor, Result
+from .inventory import Host, Inventory
+from .store import Store, dumps, loads
+
+PROBE_SOURCE = (Path(__file__).with_name("probe_host.py")).read_text()
+PROBE_TIMEOUT = 20.0
+
+
+def sync_inventory(store: Store, inventory: Inventory) -> None:
+    """Make sure every inventory host has a row (state is kept; addresses follow hosts.toml)."""
+    rows = {r["name"]: r["address"] for r in store.query("SELECT name, address FROM hosts")}
+    missing = [h for h in inventory.hosts if rows.get(h.name) != h.address]
+    if not missing:
+        return
+    with store.tx():
+        for h in missing:
+            store.execute(
+                "INSERT INTO hosts (name, address) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET address = excluded.address",
+                (h.name, h.address),
+            )
+
+
+def display_state(row: dict) -> str:
+    if row.get("draining"):
+        return "draining"
+    return row.get("state") or "unknown"
+
+
+def gpus_in_use(store: Store) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for r in store.query(
+        "SELECT n.host, n.gpus FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
+        "WHERE j.state IN ('STARTING', 'RUNNING')"
+    ):
+        used[r["host"]] = used.get(r["host"], 0) + len(loads(r["gpus"], []))
+    return used
+
+
+def summaries(store: Store, inventory: Inventory) -> list[dict]:
+    """The `hosts --json` document: one entry per inventory host, in inventory order."""
+    rows = {r["name"]: r for r in store.query("SELECT * FROM hosts")}
+    used = gpus_in_use(store)
+    out = []
+    for h in inventory.hosts:
+        r = rows.get(h.name, {})
+        out.append(
+            {
+                "name": h.name,
+                "address": h.address,
+                "state": display_state(r),
+                "gpus": h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                "gpus_declared": h.gpus,
+                "gpus_detected": r.get("gpus_detected"),
+                "gpus_in_use": used.get(h.name, 0),
+                "tags": list(h.tags),
+                "reason": r.get("reason"),
+                "last_seen": r.get("last_seen"),
+                "probed_at": r.get("probed_at"),
+            }
+        )
+    return out
+
+
+def set_draining(store: Store, inventory: Inventory, name: str, draining: bool, actor: str | None = None) -> bool:
+    """Drain or undrain; returns False when the host already was in that state."""
+    inventory.host(name)  # UserError for an unknown name
+    sync_inventory(store, inventory)
+    with store.tx():
+        row = store.one("SELECT draining FROM hosts WHERE name = ?", (name,))
+        if bool(row["draining"]) == draining:
+            return False
+        store.execute("UPDATE hosts SET draining = ? WHERE name = ?", (int(draining), name))
+        store.event(f"host:{name}", "drained" if draining else "undrained", "", actor=actor)
+    return True
+
+
+# --- probe -------------------------------------------------------------------------------------------
+
+
+def probe(executor: Executor, hosts: list[Host], *, timeout: float = PROBE_TIMEOUT) -> list[dict]:
+    """One round trip per host, all hosts at once. Returns the `hosts probe --json` entries."""
+    results = executor.python_many(hosts, PROBE_SOURCE, lambda h: [h.path()], timeout=timeout)
+    return [interpret(h, results[h.name]) for h in hosts]
+
+
+def interpret(host: Host, r: Result) -> dict:
+    entry = {
+        "name": host.name,
+        "ok": False,
+        "reason": None,
+        "reachable": r.error is None,
+        "hostname": None,
+        "python": None,
+        "torch": None,
+        "cuda": None,
+        "cuda_available": False,
+        "driver": None,
+        "gpus": None,
+        "gpu_names": [],
+        "disk_free_bytes": None,
+        "load": None,
+        "cpus": None,
+        "elapsed_s": round(r.elapsed, 3),
+    }
+    if r.error:
+        entry["reason"] = r.error
+        return entry
+    if r.exit_code == NOT_FOUND:
+        entry["reason"] = (
+            f"python missing: {host.python!r} was not found on {host.name}; install Python 3 there or set "
+            f"python = \"/path/to/python\" for this host in hosts.toml"
+        )
+        return entry
+    try:
+        facts = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        entry["reason"] = f"probe failed on {host.name}: {r.reason or 'no output'}"
+        return entry
+    entry.update({k: facts.get(k) for k in ("hostname", "python", "torch", "cuda", "driver", "disk_free_bytes", "load", "cpus")})
+    gpus = facts.get("gpus") or []
+    entry["gpus"] = len(gpus)
+    entry["gpu_names"] = [g.get("name") for g in gpus]
+    entry["cuda_available"] = bool(gpus and entry["cuda"])
+    if facts.get("python_too_old"):
+        entry["reason"] = f"python too old: {host.python} is Python {entry['python']}; headnode's trainer needs 3.9 or newer"
+    elif entry["torch"] is None:
+        entry["reason"] = (
+            f"torch missing: {host.python} on {host.name} cannot import torch; install it there "
+            f"(pip install torch) or point python at an environment that has it"
+        )
+    elif host.gpus is not None and host.gpus > len(gpus) and gpus:
+        entry["reason"] = f"{host.gpus} GPUs declared in hosts.toml but only {len(gpus)} detected"
+    entry["ok"] = entry["reason"] is None
+    return entry
+
+
+def record_probe(store: Store, inventory: Inventory, entries: list[dict], actor: str | None = None) -> None:
+    """Store each host's facts and up/down state (one transaction; an event per state change)."""
+    sync_inventory(store, inventory)
+    now = time.time()
+    with store.tx():
+        for e in entries:
+            old = store.one("SELECT state FROM hosts WHERE name = ?", (e["name"],))
+            state = "up" if e["reachable"] else "down"
+            store.execute(
+                "UPDATE hosts SET state = ?, reason = ?, probed_at = ?, probe = ?, "
+                "gpus_detected = COALESCE(?, gpus_detected), last_seen = CASE WHEN ? THEN ? ELSE last_seen END "
+                "WHERE name = ?",
+                (state, e["reason"], now, dumps(e), e["gpus"], e["reachable"], now, e["name"]),
+            )
+            if old is None or old["state"] != state:
+                store.event(f"host:{e['name']}", state, e["reason"] or "probe answered", actor=actor)
