@@ -257,7 +257,7 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
         if not ADDRESS_RE.match(h["address"]):
             chk.fail(where, f"address {h['address']!r} is not a host name or IP address", "fix the address", "address", start=start)
         if name in names:
-            chk.fail(where, f"duplicate host name (also hosts[{names[name]}])", "give every host a unique name", f'"{name}"', start=start)
+            chk.fail(where, f"duplicate host name (also hosts[{names[name]}])", "give every host a unique name", "name", start=start)
         names[name] = i
         _check_host_keys(chk, where, h, start=start)
         merged = {**defaults, **{k: v for k, v in h.items() if k not in ("name", "address")}}
