@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 
-from tests.cluster import Cluster, clean_leftovers, _netns_names
+from scheduler import inventory
+from tests.cluster import _netns_names, clean_leftovers
 
 
 def test_openssh_reaches_every_host_in_its_own_namespace(cluster):
@@ -66,17 +66,16 @@ def test_pids_finds_a_detached_job_process_and_kill_jobs_ends_it(cluster, tmp_pa
     assert cluster.pids(name, {"HEADNODE_JOB_ID": "7"}) == []
 
 
-def test_cluster_config_names_every_host_with_its_own_workdir(cluster, cluster_config):
-    config = tomllib.loads(cluster_config.read_text())
-    assert config["defaults"]["user"] == "root"
-    assert config["defaults"]["python"] == sys.executable
-    assert config["defaults"]["network_interface"] == "eth0"
-    assert [(h["name"], h["address"], h["gpus"]) for h in config["hosts"]] == [
-        (h.name, h.address, 2) for h in cluster.hosts
+def test_cluster_config_loads_as_an_inventory_of_every_host_with_its_own_workdir(cluster, cluster_config):
+    inv = inventory.load(cluster_config)
+    assert inv.state_dir == cluster_config.parent / "state"
+    assert [(h.name, h.address, h.user, h.gpus, h.network_interface, h.python) for h in inv.hosts] == [
+        (h.name, h.address, "root", 2, "eth0", sys.executable) for h in cluster.hosts
     ]
-    workdirs = [h["workdir"] for h in config["hosts"]]
+    assert all(h.known_hosts == str(cluster.known_hosts) for h in inv.hosts)
+    workdirs = [h.workdir for h in inv.hosts]
     assert len(set(workdirs)) == len(workdirs)
-    assert all(str(cluster_config.parent) in w for w in workdirs)
+    assert all(w.startswith(str(cluster_config.parent)) for w in workdirs)
 
 
 def test_a_cluster_left_by_a_killed_run_is_removed_by_the_next_build(cluster):
