@@ -1,0 +1,366 @@
+"""`headnode submit`, `queue`, `show`, `cancel`, `logs`, `wait`, `scheduler run`, `scheduler status`.
+
+A thin layer over jobs.py and logs.py: parse, call, print. The commands only write intents into the
+store; the scheduler loop acts on them (`cancel` does the teardown itself when no loop is running).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+from .cli import add_common, add_json
+from .errors import UserError
+from .table import human_age, human_duration, print_table
+
+WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
+CANCEL_TIMEOUT = 60.0
+PROGRESS_EVERY = 5.0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="queue a job: COMMAND runs under torchrun on every node (default: the trainer)")
+    p.add_argument("--name", help="a readable name (default: from the command, plus the id)")
+    p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
+    p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
+    p.add_argument("--data", metavar="NAME@VERSION", help="dataset version to train on (see `headnode data list`)")
+    p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
+    p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
+    p.add_argument("--retries", type=int, default=0, metavar="R", help="run a failed job again up to R times")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the job (repeatable)")
+    p.add_argument("--tag", action="append", default=[], help="run only on hosts with this tag (repeatable)")
+    add_json(p)
+    p.add_argument("command", nargs="...", metavar="-- COMMAND", help="what torchrun runs (default: python -m trainer)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("queue", help="pending and running jobs")
+    p.add_argument("--all", action="store_true", help="finished jobs too")
+    add_json(p)
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("show", help="one job: state, placement, exit status per node, attempts, data, metrics")
+    p.add_argument("job", metavar="JOB", help="job id or unique name")
+    add_json(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("cancel", help="stop jobs everywhere and verify that no process is left")
+    p.add_argument("jobs", nargs="+", metavar="JOB", help="job ids or unique names")
+    p.add_argument("--timeout", type=float, default=CANCEL_TIMEOUT, metavar="S", help="give up waiting after S seconds (default 60)")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("logs", help="merged logs of a job, each line prefixed with its node and rank")
+    p.add_argument("job", metavar="JOB", help="job id or unique name")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p.add_argument("--node", type=int, metavar="K", help="only node K (0-based)")
+    p.add_argument("--rank", type=int, metavar="R", help="only global rank R")
+    p.add_argument("--attempt", type=int, metavar="A", help="an earlier attempt (default: the latest)")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser(
+        "wait",
+        help=f"block until a job ends; exit 0 if it succeeded, 1 if not, {WAIT_TIMEOUT_EXIT} on --timeout",
+    )
+    p.add_argument("job", metavar="JOB", help="job id or unique name")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    add_json(p)
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("scheduler", help="the scheduler loop: run it, or see who runs it")
+    ss = p.add_subparsers(dest="scheduler_command", metavar="ACTION", required=True)
+    r = ss.add_parser("run", help="run the loop in the foreground (for systemd or tmux)")
+    add_common(r)
+    r.set_defaults(func=cmd_scheduler_run)
+    s = ss.add_parser("status", help="who holds the lease and what the last cycle did; exit 1 if no loop runs")
+    add_common(s)
+    add_json(s)
+    s.set_defaults(func=cmd_scheduler_status)
+
+
+# --- submit, queue, show -------------------------------------------------------------------------
+
+
+def cmd_submit(args, ctx) -> int:
+    from . import jobs
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    spec = jobs.JobSpec(
+        command=command or list(jobs.DEFAULT_COMMAND),
+        name=args.name,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        data=args.data,
+        priority=args.priority,
+        time_limit=jobs.parse_time_limit(args.time_limit) if args.time_limit is not None else None,
+        retries=args.retries,
+        env=jobs.parse_env(args.env),
+        tags=args.tag,
+    )
+    job = jobs.submit(ctx.store, ctx.inventory, spec)
+    if args.json:
+        ctx.print_json({"id": job["id"], "name": job["name"], "state": job["state"]})
+    else:
+        print(f"submitted job {job['id']} ({job['name']})")
+    _warn_if_no_loop(ctx)
+    return 0
+
+
+def cmd_queue(args, ctx) -> int:
+    from . import jobs
+
+    rows = jobs.summaries(ctx.store, include_finished=args.all)
+    if args.json:
+        ctx.print_json(rows)
+        return 0
+    if not rows:
+        print("no jobs" if args.all else "no pending or running jobs (`headnode queue --all` shows finished ones)")
+        return 0
+    print_table(
+        ["ID", "NAME", "STATE", "NODES", "GPUS", "AGE", "STEP", "LOSS", "HOSTS", "REASON"],
+        [
+            [
+                r["id"],
+                r["name"],
+                r["state"],
+                r["nodes"],
+                r["gpus_per_node"],
+                human_age(r["submitted_at"]),
+                "-" if r["step"] is None else r["step"],
+                "-" if r["loss"] is None else f"{r['loss']:.4g}",
+                ",".join(r["hosts"]) or "-",
+                r["reason"],
+            ]
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def cmd_show(args, ctx) -> int:
+    from . import jobs
+
+    doc = jobs.show(ctx.store, jobs.find(ctx.store, args.job)["id"])
+    if args.json:
+        ctx.print_json(doc)
+        return 0
+    attempt = f" (attempt {doc['attempt']} of {doc['retries'] + 1})" if doc["attempt"] else ""
+    print(f"job {doc['id']}  {doc['name']}  {doc['state']}{attempt}")
+    limit = human_duration(doc["time_limit"]) if doc["time_limit"] else "none"
+    fields = [
+        ("reason", doc["reason"]),
+        ("command", shlex.join(doc["command"])),
+        ("shape", f"{doc['nodes_requested']} node(s) x {doc['gpus_per_node']} GPU(s)"),
+        ("priority", doc["priority"]),
+        ("time limit", limit),
+        ("retries", doc["retries"]),
+        ("data", doc["data"] or "-"),
+        ("env", " ".join(f"{k}={shlex.quote(v)}" for k, v in doc["env"].items()) or "-"),
+        ("tags", ", ".join(doc["tags"]) or "-"),
+        ("user", doc["user"] or "-"),
+        ("submitted", _when(doc["submitted_at"])),
+        ("started", _when(doc["started_at"])),
+        ("ended", _when(doc["ended_at"])),
+        ("metrics", _metrics(doc["metrics"])),
+    ]
+    for key, value in fields:
+        print(f"  {key + ':':<11} {value}")
+    if doc["nodes"]:
+        print()
+        print_table(
+            ["NODE", "HOST", "GPUS", "PORT", "STATE", "EXIT", "PID", "RUN DIR"],
+            [
+                [n["node_rank"], n["host"], ",".join(map(str, n["gpus"])) or "-", n["port"], n["state"],
+                 "-" if n["exit_code"] is None else n["exit_code"], n["pid"] or "-", n["run_dir"]]
+                for n in doc["nodes"]
+            ],
+        )
+    if len(doc["attempts"]) > 1:
+        print()
+        print_table(
+            ["ATTEMPT", "STATE", "STARTED", "ENDED", "REASON"],
+            [[a["attempt"], a["state"], _when(a["started_at"]), _when(a["ended_at"]), a["reason"]] for a in doc["attempts"]],
+        )
+    if doc["events"]:
+        print()
+        print_table(
+            ["WHEN", "WHO", "WHAT", "REASON"],
+            [[_when(e["ts"]), e["actor"], e["what"], e["reason"]] for e in doc["events"][-10:]],
+        )
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _metrics(m: dict | None) -> str:
+    if not m:
+        return "-"
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+
+
+# --- cancel, wait ----------------------------------------------------------------------------------
+
+
+def cmd_cancel(args, ctx) -> int:
+    from . import jobs, lease
+    from .store import TERMINAL_STATES
+
+    store = ctx.store
+    targets = [jobs.find(store, ref)["id"] for ref in args.jobs]  # every lookup first: a typo cancels nothing
+    live: list[int] = []
+    for job_id in dict.fromkeys(targets):
+        job = jobs.get(store, job_id)
+        state = jobs.request_cancel(store, job_id)
+        if state == "CANCELLED" and job["state"] == "PENDING":
+            print(f"job {job_id} cancelled before it started")
+        elif state in TERMINAL_STATES:
+            print(f"job {job_id} had already ended: {state}, {job['reason']}")
+        else:
+            live.append(job_id)
+    if not live:
+        return 0
+    if lease.active(store) is None:
+        _teardown_here(ctx, live)
+    return _await_cancelled(ctx, live, args.timeout)
+
+
+def _teardown_here(ctx, job_ids: list[int]) -> None:
+    """No loop will act on the request, so stop the jobs from this process (verified the same way)."""
+    from . import teardown
+
+    for job_id in job_ids:
+        print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
+        teardown.cancel_now(ctx.store, ctx.executor, ctx.inventory, job_id, ctx.store.actor)
+
+
+def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
+    from . import jobs
+    from .store import TERMINAL_STATES
+
+    store, deadline, rc = ctx.store, time.monotonic() + timeout, 0
+    started, next_note = time.monotonic(), time.monotonic() + PROGRESS_EVERY
+    pending = list(job_ids)
+    while pending:
+        for job_id in list(pending):
+            job = jobs.get(store, job_id)
+            if job["state"] not in TERMINAL_STATES:
+                continue
+            pending.remove(job_id)
+            hosts = ", ".join(n["host"] for n in jobs.nodes(store, job_id, job["attempt"])) or "no host"
+            if job["state"] == "CANCELLED":
+                print(f"job {job_id} cancelled; verified: no process left on {hosts}")
+            else:
+                print(f"job {job_id} ended {job['state']} before the cancel took effect: {job['reason']}")
+        if not pending:
+            break
+        now = time.monotonic()
+        if now >= deadline:
+            for job_id in pending:
+                job = jobs.get(store, job_id)
+                print(
+                    f"headnode: job {job_id} is not verified stopped after {timeout:g} s: still {job['state']},"
+                    f" {job['reason']}; run `headnode show {job_id}` for each host's state, then `headnode cancel {job_id}` again.",
+                    file=sys.stderr,
+                )
+            return 1
+        if now >= next_note:
+            ids = ", ".join(map(str, pending))
+            print(f"waiting for job(s) {ids} to stop on every host ({now - started:.0f} s)", file=sys.stderr)
+            next_note = now + PROGRESS_EVERY
+        time.sleep(0.2)
+    return rc
+
+
+def cmd_wait(args, ctx) -> int:
+    from . import jobs
+    from .store import TERMINAL_STATES
+
+    job = jobs.find(ctx.store, args.job)
+    if job["state"] not in TERMINAL_STATES:
+        _warn_if_no_loop(ctx)
+    job = jobs.wait(ctx.store, job["id"], timeout=args.timeout)
+    if args.json:
+        ctx.print_json(jobs.summary(job))
+    elif job["state"] not in TERMINAL_STATES:
+        print(f"job {job['id']} is still {job['state']} after {args.timeout:g} s: {job['reason']}", file=sys.stderr)
+    else:
+        print(f"job {job['id']} {job['state']}: {job['reason']}")
+    if job["state"] not in TERMINAL_STATES:
+        return WAIT_TIMEOUT_EXIT
+    return 0 if job["state"] == "SUCCEEDED" else 1
+
+
+def _warn_if_no_loop(ctx) -> None:
+    from . import lease
+
+    if lease.active(ctx.store) is None:
+        print(
+            "headnode: note: no scheduler loop is running, so nothing will start; run `headnode scheduler run`"
+            " or open `headnode console`.",
+            file=sys.stderr,
+        )
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+
+def cmd_logs(args, ctx) -> int:
+    from . import jobs, logs
+
+    job = jobs.find(ctx.store, args.job)
+    if args.node is not None and not 0 <= args.node < job["nodes"]:
+        raise UserError(f"job {job['id']} has no node {args.node}", f"its nodes are 0..{job['nodes'] - 1}", "pick one of those")
+    if args.attempt is not None and not 1 <= args.attempt <= job["attempt"]:
+        raise UserError(f"job {job['id']} has no attempt {args.attempt}", f"it has run {job['attempt']} attempt(s)", "omit --attempt for the latest")
+    if job["attempt"] == 0 and not args.follow:
+        raise UserError(f"job {job['id']} has no logs yet", f"it is {job['state']}: {job['reason']}", "use -f to wait for them")
+
+    def warn(text: str) -> None:
+        print(f"headnode: {text}", file=sys.stderr, flush=True)
+
+    if args.follow and args.attempt is None:
+        lines = logs.follow(ctx.store, ctx.executor, ctx.inventory, job["id"], node=args.node, rank=args.rank, warn=warn)
+    else:
+        node_logs = logs.node_logs(ctx.store, job["id"], args.attempt or job["attempt"])
+        lines = logs.read(ctx.executor, ctx.inventory, node_logs, node=args.node, rank=args.rank, warn=warn)
+    for line in lines:
+        print(line, flush=args.follow)
+    return 0
+
+
+# --- scheduler -----------------------------------------------------------------------------------
+
+
+def cmd_scheduler_run(args, ctx) -> int:
+    from . import loop
+
+    loop.run_forever(ctx.inventory)
+    return 0
+
+
+def cmd_scheduler_status(args, ctx) -> int:
+    from . import lease
+
+    cur = lease.current(ctx.store)
+    active = cur is not None and not cur.expired()
+    doc = {
+        "running": active,
+        "holder": cur and cur.holder,
+        "kind": cur and cur.kind,
+        "acquired_at": cur and cur.acquired_at,
+        "expires_at": cur and cur.expires_at,
+        "last_cycle_at": cur and cur.last_cycle_at,
+        "last_cycle": cur and cur.last_cycle,
+    }
+    if args.json:
+        ctx.print_json(doc)
+    elif cur is None:
+        print("no scheduler loop has run on this store; start one with `headnode scheduler run`")
+    elif not active:
+        print(f"no scheduler loop is running; the last was {cur.describe()}, its lease expired {human_age(cur.expires_at)} ago")
+    else:
+        print(f"scheduler loop: {cur.describe()}; lease expires in {max(0.0, cur.expires_at - time.time()):.1f} s")
+        if cur.last_cycle:
+            print("last cycle: " + ", ".join(f"{k} {v}" for k, v in cur.last_cycle.items()))
+    return 0 if active else 1
