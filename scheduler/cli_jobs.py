@@ -196,7 +196,8 @@ def _when(ts: float | None) -> str:
 def _metrics(m: dict | None) -> str:
     if not m:
         return "-"
-    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+    items = sorted(m.items(), key=lambda kv: kv[0] != "step")  # the step first, then the rest as stored
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in items)
 
 
 # --- cancel, wait ----------------------------------------------------------------------------------
