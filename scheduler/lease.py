@@ -1,0 +1,116 @@
+"""The scheduler lease: one loop acts at a time.
+
+A row in the store's `lease` table names the holder and when its claim runs out. The holder renews it
+every cycle; a loop that dies (kill -9, a lost terminal) simply stops renewing, and the next loop may
+take over once `expires_at` has passed. Taking and renewing happen inside BEGIN IMMEDIATE
+transactions, so two loops starting at the same instant cannot both win.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from .errors import UserError
+from .store import Store, dumps, loads
+
+NAME = "scheduler"
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    kind: str  # "foreground" | "console" | "cancel"
+    acquired_at: float
+    expires_at: float
+    last_cycle_at: float | None
+    last_cycle: dict | None
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires_at
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        since = time.strftime("%H:%M:%S", time.localtime(self.acquired_at))
+        s = f"{self.holder} ({self.kind}) since {since}"
+        if self.last_cycle_at is not None:
+            s += f", last cycle {max(0.0, now - self.last_cycle_at):.1f} s ago"
+        return s
+
+
+class LeaseHeld(UserError):
+    exit_code = 1
+
+
+def holder_id() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def current(store: Store) -> Lease | None:
+    """The lease row as stored, expired or not (None if no loop ever ran)."""
+    row = store.one("SELECT * FROM lease WHERE name = ?", (NAME,))
+    if row is None:
+        return None
+    return Lease(
+        holder=row["holder"],
+        kind=row["kind"],
+        acquired_at=row["acquired_at"],
+        expires_at=row["expires_at"],
+        last_cycle_at=row["last_cycle_at"],
+        last_cycle=loads(row["last_cycle"]),
+    )
+
+
+def active(store: Store, now: float | None = None) -> Lease | None:
+    """The lease if someone holds it right now."""
+    lease = current(store)
+    return lease if lease is not None and not lease.expired(now) else None
+
+
+def acquire(store: Store, holder: str, kind: str, ttl: float, *, now: float | None = None) -> Lease:
+    """Take the lease, or raise LeaseHeld naming who has it. Re-acquiring our own lease renews it."""
+    now = time.time() if now is None else now
+    with store.tx():
+        lease = current(store)
+        if lease is not None and lease.holder != holder and not lease.expired(now):
+            raise LeaseHeld(
+                "another scheduler loop is running",
+                f"the lease is held by {lease.describe(now)}",
+                "stop that one first, or let it do the work (`headnode scheduler status` shows it)",
+            )
+        store.execute(
+            "INSERT INTO lease (name, holder, kind, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, kind = excluded.kind, "
+            "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, "
+            "last_cycle_at = NULL, last_cycle = NULL",
+            (NAME, holder, kind, now, now + ttl),
+        )
+        what = "took over an expired lease" if lease is not None and lease.holder != holder else "acquired"
+        store.event(f"lease:{NAME}", what, f"{holder} ({kind})")
+    return current(store)
+
+
+def renew(store: Store, holder: str, ttl: float, *, last_cycle: dict | None = None, now: float | None = None) -> bool:
+    """Extend our claim; False if we no longer hold it (it expired and another loop took it)."""
+    now = time.time() if now is None else now
+    with store.tx():
+        if last_cycle is None:
+            cur = store.execute(
+                "UPDATE lease SET expires_at = ? WHERE name = ? AND holder = ?", (now + ttl, NAME, holder)
+            )
+        else:
+            cur = store.execute(
+                "UPDATE lease SET expires_at = ?, last_cycle_at = ?, last_cycle = ? WHERE name = ? AND holder = ?",
+                (now + ttl, now, dumps(last_cycle), NAME, holder),
+            )
+    return cur.rowcount == 1
+
+
+def release(store: Store, holder: str) -> None:
+    """Give the lease up now (a clean stop), so the next loop need not wait for it to expire."""
+    with store.tx():
+        cur = store.execute("UPDATE lease SET expires_at = ? WHERE name = ? AND holder = ?", (time.time(), NAME, holder))
+        if cur.rowcount:
+            store.event(f"lease:{NAME}", "released", holder)

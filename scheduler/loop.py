@@ -1,0 +1,412 @@
+"""The scheduler loop: reconcile -> schedule -> launch, once a cycle, while holding the lease.
+
+The store is the truth and the hosts are the facts: every cycle asks each host with live nodes, in
+one round trip, what is alive and what exited with which status (launch.probe_many), writes that
+down, ends the attempts that are over (teardown.end_attempt: tear down first, record after), and
+starts what the policy places. Nothing is kept in memory that a restarted loop would need: a loop
+killed mid-job is replaced by the next one, which reconciles from the store and the hosts.
+
+Never launching twice: an attempt's job_nodes rows are committed (STARTING, no pid) *before* the
+remote start; a loop that finds such a row after a crash looks for the node's marker on its host,
+and only a node that left no trace at all after START_GRACE counts as never started.
+
+Runs as `headnode scheduler run` (kind "foreground") or in a thread of the console (kind "console"):
+`run_forever(inventory, kind=..., stop_event=...)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import launch, lease, policy, teardown
+from .execute import Executor
+from .inventory import Host, Inventory
+from .store import Store, dumps, loads
+
+log = logging.getLogger("headnode.scheduler")
+
+START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
+LIVE = ("STARTING", "RUNNING")
+
+
+class Service(Protocol):
+    """Something that lives as long as the loop and runs once a cycle (the telemetry collector)."""
+
+    def start(self) -> None: ...
+    def cycle(self, store: Store, now: float) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Loop:
+    inventory: Inventory
+    store: Store
+    executor: Executor
+    heartbeat: Callable[[], None] = lambda: None  # renews the lease between long steps
+    clock: Callable[[], float] = time.time
+    started_at: float = field(default_factory=time.time)
+    # host -> (last failure, why): hosts that did not answer us lately are not placed on for a while.
+    silent: dict[str, tuple[float, str]] = field(default_factory=dict)
+    next_sweep: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def settings(self):
+        return self.inventory.settings
+
+    def cycle(self) -> dict:
+        """One pass; returns what it did (stored as the lease's last_cycle)."""
+        t0 = time.monotonic()
+        out: dict = {"ended": [], "started": [], "silent": [], "swept": []}
+        self.reconcile(out)
+        self.sweep(out)
+        self.schedule(out)
+        out["silent"] = sorted(self.silent)
+        out["seconds"] = round(time.monotonic() - t0, 3)
+        return out
+
+    # --- reconcile ------------------------------------------------------------------------------
+
+    def reconcile(self, out: dict) -> None:
+        nodes = self.store.query(
+            "SELECT n.* FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
+            "WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY n.job_id, n.node_rank"
+        )
+        if not nodes:
+            return
+        by_host: dict[Host, list[dict]] = {}
+        for n in nodes:
+            by_host.setdefault(self.inventory.host(n["host"]), []).append(n)
+        asks = {h: [{"job": n["job_id"], "attempt": n["attempt"], "node": n["node_rank"], "pid": n["pid"]} for n in ns]
+                for h, ns in by_host.items()}  # fmt: skip
+        answers = launch.probe_many(self.executor, asks)
+        now = self.clock()
+        facts: dict[tuple[int, int], launch.NodeStatus] = {}
+        with self.store.tx():
+            for host, ns in by_host.items():
+                answer = answers[host.name]
+                if isinstance(answer, str):
+                    self.silent[host.name] = (now, answer)
+                    continue
+                self.silent.pop(host.name, None)
+                for n, st in zip(ns, answer):
+                    self._record(n, st, now)
+                    facts[n["job_id"], n["node_rank"]] = st
+        jobs = self.store.query(
+            "SELECT j.*, a.started_at AS attempt_started_at FROM jobs j "
+            "JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt "
+            "WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY j.id"
+        )
+        for job in jobs:
+            self._settle(job, facts, now, out)
+
+    def _record(self, n: dict, st: launch.NodeStatus, now: float) -> None:
+        """Write down one node's facts; note progress and the newest metrics line on its job."""
+        state = "EXITED" if st.exit is not None else "RUNNING" if st.alive else n["state"]
+        log_size = st.log_size if st.log_size is not None else n["log_offset"]
+        self.store.execute(
+            "UPDATE job_nodes SET pid = ?, state = ?, exit_code = ?, log_offset = ?, last_seen = ? "
+            "WHERE job_id = ? AND attempt = ? AND node_rank = ?",
+            (st.pid or n["pid"], state, st.exit, log_size, now, n["job_id"], n["attempt"], n["node_rank"]),
+        )
+        if log_size > n["log_offset"]:
+            self.store.execute("UPDATE jobs SET progress_at = ? WHERE id = ?", (now, n["job_id"]))
+        if st.metrics_last:
+            try:
+                metrics = dumps(loads(st.metrics_last))
+            except ValueError:
+                return
+            self.store.execute(
+                "UPDATE jobs SET metrics = ?, metrics_at = ?, progress_at = ? WHERE id = ? AND metrics IS NOT ?",
+                (metrics, now, now, n["job_id"], metrics),
+            )
+
+    def _settle(self, job: dict, facts: dict, now: float, out: dict) -> None:
+        """End the job's attempt if it is over, or move STARTING to RUNNING once every node runs."""
+        nodes = self.store.query(
+            "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job["id"], job["attempt"])
+        )
+        ending = self._verdict(job, nodes, facts, now)
+        if ending is None:
+            if job["state"] == "STARTING" and all(n["state"] in ("RUNNING", "EXITED") for n in nodes):
+                self._mark_running(job, nodes)
+            return
+        state, reason, unreachable = ending
+        actor = teardown.cancel_actor(self.store, job["id"]) if state == "CANCELLED" else "scheduler"
+        if teardown.end_attempt(
+            self.store, self.executor, self.inventory, job, state=state, reason=reason, unreachable=unreachable, actor=actor
+        ):
+            after = self.store.one("SELECT state, reason FROM jobs WHERE id = ?", (job["id"],))
+            out["ended"].append({"job": job["id"], **after})
+            log.info("job %s %s: %s", job["id"], after["state"], after["reason"])
+        self.heartbeat()
+
+    def _verdict(self, job: dict, nodes: list[dict], facts: dict, now: float) -> tuple[str, str, dict] | None:
+        """(state, reason, unreachable hosts) if this attempt is over, else None."""
+        # A host is lost once it has not answered for node_lost_timeout; a restarted loop counts from
+        # its own start, not from a last_seen written before it was down itself.
+        lost = {}
+        for n in nodes:
+            silent = self.silent.get(n["host"])
+            if silent is not None:
+                quiet = now - max(n["last_seen"] or 0.0, self.started_at)
+                if quiet > self.settings.node_lost_timeout:
+                    lost[n["host"]] = f"silent for {quiet:.0f} s: {silent[1]}"
+        if lost:
+            names = ", ".join(lost)
+            return "FAILED", f"NODE_LOST: {names} stopped answering for over {self.settings.node_lost_timeout:g} s", lost
+        if job["cancel_requested"]:
+            return "CANCELLED", f"cancelled by {teardown.cancel_actor(self.store, job['id'])}", {}
+        limit, began = job["time_limit"], job["attempt_started_at"]
+        if limit is not None and began is not None and now - began > limit:
+            return "TIMEOUT", f"TIMEOUT: ran longer than its time limit of {limit:g} s", {}
+        answered = [n for n in nodes if n["host"] not in self.silent]
+        for n in answered:
+            if n["exit_code"] not in (None, 0):
+                return "FAILED", f"node {n['node_rank']} on {n['host']} exited with status {n['exit_code']}", {}
+        for n in answered:
+            st = facts.get((n["job_id"], n["node_rank"]))
+            if n["pid"] is not None and st is not None and not st.alive and st.exit is None:
+                return "FAILED", (
+                    f"node {n['node_rank']} on {n['host']} ended without an exit status "
+                    "(killed by a signal, or its host restarted)"
+                ), {}
+            if n["pid"] is None and now - (job["attempt_started_at"] or now) > START_GRACE:
+                return "PENDING", f"node {n['node_rank']} on {n['host']} never started (the scheduler stopped while starting it)", {}
+        if nodes and all(n["exit_code"] == 0 for n in nodes):
+            return "SUCCEEDED", f"all {len(nodes)} nodes exited 0", {}
+        return None
+
+    def _mark_running(self, job: dict, nodes: list[dict]) -> None:
+        reason = "running on " + ", ".join(f"{n['host']} (node {n['node_rank']})" for n in nodes)
+        with self.store.tx():
+            self.store.execute("UPDATE jobs SET state = 'RUNNING', reason = ? WHERE id = ? AND state = 'STARTING'", (reason, job["id"]))
+            self.store.execute(
+                "UPDATE attempts SET state = 'RUNNING' WHERE job_id = ? AND attempt = ?", (job["id"], job["attempt"])
+            )
+            self.store.event(f"job:{job['id']}", "RUNNING", reason)
+
+    # --- LOST nodes: what a vanished host may still run -------------------------------------------
+
+    def sweep(self, out: dict) -> None:
+        """Stop the leftovers of LOST nodes on hosts that answer again (tried every node_lost_timeout)."""
+        now = self.clock()
+        for row in self.store.query("SELECT DISTINCT host FROM job_nodes WHERE state = 'LOST'"):
+            name = row["host"]
+            if self.next_sweep.get(name, 0.0) > now:
+                continue
+            self.next_sweep[name] = now + self.settings.node_lost_timeout
+            out["swept"] += teardown.sweep_lost(self.store, self.executor, self.inventory, self.inventory.host(name))
+            self.heartbeat()
+
+    # --- schedule and launch ----------------------------------------------------------------------
+
+    def schedule(self, out: dict) -> None:
+        pending = self.store.query(
+            "SELECT * FROM jobs WHERE state = 'PENDING' AND cancel_requested = 0 ORDER BY priority DESC, submitted_at, id"
+        )
+        if not pending:
+            return
+        now = self.clock()
+        data_hosts = {j["data"]: _verified_hosts(self.store, j["data"]) for j in pending if j["data"]}
+        placements = policy.schedule(
+            self._host_views(now),
+            [_pending(j, data_hosts.get(j["data"])) for j in pending],
+            self._running(),
+            now,
+            self.settings.port_range,
+        )
+        jobs = {j["id"]: j for j in pending}
+        for p in placements:
+            started = self.launch(jobs[p.job_id], p)
+            if started:
+                out["started"].append(p.job_id)
+            self.heartbeat()
+
+    def _host_views(self, now: float) -> list[policy.HostView]:
+        rows = {r["name"]: r for r in self.store.query("SELECT * FROM hosts")}
+        cooldown = self.settings.node_lost_timeout
+        views = []
+        for h in self.inventory.hosts:
+            r = rows.get(h.name, {})
+            quiet = h.name in self.silent and now - self.silent[h.name][0] < cooldown
+            views.append(policy.HostView(
+                name=h.name,
+                gpus=h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                schedulable=not r.get("draining") and r.get("state") != "down" and not quiet,
+                tags=frozenset(h.tags),
+            ))  # fmt: skip
+        return views
+
+    def _running(self) -> list[policy.RunningJob]:
+        """Live attempts, and LOST nodes whose processes may still hold their GPUs and ports."""
+        rows = self.store.query(
+            "SELECT n.job_id, n.host, n.gpus, n.port, j.time_limit, a.started_at FROM job_nodes n "
+            "JOIN jobs j ON j.id = n.job_id JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt "
+            "WHERE (j.state IN ('STARTING', 'RUNNING') AND n.attempt = j.attempt) OR n.state = 'LOST'"
+        )
+        jobs: dict[int, dict] = {}
+        for r in rows:
+            j = jobs.setdefault(r["job_id"], {"alloc": {}, "ports": {}, "ends": None})
+            j["alloc"][r["host"]] = frozenset(loads(r["gpus"], []))
+            j["ports"][r["host"]] = r["port"]
+            if r["time_limit"] is not None and r["started_at"] is not None:
+                j["ends"] = r["started_at"] + r["time_limit"]
+        return [policy.RunningJob(i, j["alloc"], j["ports"], j["ends"]) for i, j in jobs.items()]
+
+    def launch(self, job: dict, placement: policy.Placement) -> bool:
+        """Commit the attempt (STARTING, nodes without pids), then start every node at once."""
+        attempt = job["attempt"] + 1
+        hosts = [self.inventory.host(n.host) for n in placement.nodes]
+        specs = [
+            launch.NodeSpec(
+                job_id=job["id"], attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
+                gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=tuple(loads(job["command"])),
+                env=loads(job["env"], {}), data_path=_data_path(h, job["data"]),
+            )
+            for n, h in zip(placement.nodes, hosts)
+        ]  # fmt: skip
+        where = ", ".join(f"{s.host.name} (node {s.node_rank}, GPUs {list(s.gpus)})" for s in specs)
+        reason = f"starting attempt {attempt} on {where}, port {placement.nodes[0].port}"
+        now = self.clock()
+        with self.store.tx():
+            cur = self.store.one("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job["id"],))
+            if cur["state"] != "PENDING" or cur["cancel_requested"]:
+                return False  # cancelled since we read the queue
+            self.store.execute(
+                "UPDATE jobs SET state = 'STARTING', attempt = ?, reason = ?, started_at = COALESCE(started_at, ?), "
+                "progress_at = ? WHERE id = ?",
+                (attempt, reason, now, now, job["id"]),
+            )
+            self.store.execute(
+                "INSERT INTO attempts (job_id, attempt, state, started_at) VALUES (?, ?, 'STARTING', ?)",
+                (job["id"], attempt, now),
+            )
+            for s in specs:
+                self.store.execute(
+                    "INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, port, run_dir, data_path, state, last_seen) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'STARTING', ?)",
+                    (job["id"], attempt, s.node_rank, s.host.name, dumps(list(s.gpus)), s.port, s.run_dir, s.data_path, now),
+                )
+            self.store.event(f"job:{job['id']}", "STARTING", reason)
+
+        started = launch.start(self.executor, specs)
+        with self.store.tx():
+            for s in started:
+                if s.pid is not None:
+                    self.store.execute(
+                        "UPDATE job_nodes SET pid = ?, state = 'RUNNING' WHERE job_id = ? AND attempt = ? AND node_rank = ?",
+                        (s.pid, job["id"], attempt, s.node_rank),
+                    )
+        failed = [s for s in started if s.error]
+        fresh = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],))
+        if not failed:
+            self._mark_running(fresh, self.store.query(
+                "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job["id"], attempt)
+            ))  # fmt: skip
+            log.info("job %s started: %s", job["id"], reason)
+            return True
+        now = self.clock()
+        for s in failed:
+            if s.unreachable:
+                self.silent[s.host] = (now, s.error)
+        why = "; ".join(f"could not start node {s.node_rank} on {s.host}: {s.error}" for s in failed)
+        # A host that did not answer is not the job's fault: requeue without charging a retry.
+        state = "PENDING" if any(s.unreachable for s in failed) else "FAILED"
+        teardown.end_attempt(self.store, self.executor, self.inventory, fresh, state=state, reason=why)
+        return False
+
+
+def _pending(job: dict, allowed: frozenset[str] | None) -> policy.PendingJob:
+    return policy.PendingJob(
+        id=job["id"],
+        priority=job["priority"],
+        submitted_at=job["submitted_at"],
+        nodes=job["nodes"],
+        gpus_per_node=job["gpus_per_node"],
+        time_limit=job["time_limit"],
+        tags=frozenset(loads(job["tags"], [])),
+        allowed_hosts=allowed,
+    )
+
+
+def _verified_hosts(store: Store, data: str) -> frozenset[str]:
+    from .data import versions  # only jobs with a dataset pay for the import
+
+    name, version = data.split("@", 1)
+    return frozenset(h for h, state in versions.preflight(store, name, version).items() if state == "verified")
+
+
+def _data_path(host: Host, data: str | None) -> str | None:
+    if not data:
+        return None
+    from .data import versions
+
+    name, version = data.split("@", 1)
+    return versions.host_path(host, name, version)
+
+
+# --- running it -------------------------------------------------------------------------------------
+
+
+class LeaseLost(RuntimeError):
+    """Another loop took the lease after ours expired (this one stalled): stop acting at once."""
+
+
+def run_forever(
+    inventory: Inventory,
+    *,
+    kind: str = "foreground",
+    stop_event: threading.Event | None = None,
+    holder: str | None = None,
+    services: Sequence[Service] = (),
+) -> None:
+    """Hold the lease and cycle until stop_event is set; raises lease.LeaseHeld if another loop runs.
+
+    Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up.
+    """
+    stop_event = stop_event or threading.Event()
+    settings = inventory.settings
+    store = Store.for_state_dir(inventory.state_dir, actor="scheduler")
+    holder = holder or lease.holder_id()
+    try:
+        lease.acquire(store, holder, kind, settings.lease_ttl)
+    except BaseException:
+        store.close()
+        raise
+    executor = Executor(inventory)
+
+    def heartbeat() -> None:
+        if not lease.renew(store, holder, settings.lease_ttl):
+            raise LeaseLost(f"{holder} lost the scheduler lease")
+
+    loop = Loop(inventory, store, executor, heartbeat=heartbeat)
+    started = []
+    try:
+        for s in services:
+            s.start()
+            started.append(s)
+        while not stop_event.is_set():
+            t0 = time.monotonic()
+            try:
+                summary = loop.cycle()
+                for s in services:
+                    s.cycle(store, time.time())
+            except LeaseLost:
+                raise
+            except Exception as e:  # a bug or a busy store must not stop the jobs' bookkeeping for good
+                log.exception("scheduler cycle failed")
+                summary = {"error": f"{type(e).__name__}: {e}"}
+            if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
+                raise LeaseLost(f"{holder} lost the scheduler lease")
+            stop_event.wait(max(0.0, settings.cycle_interval - (time.monotonic() - t0)))
+    finally:
+        for s in reversed(started):
+            s.stop()
+        lease.release(store, holder)
+        executor.close()
+        store.close()
