@@ -1,0 +1,285 @@
+"""The headnode console: a Textual app over the store, with the scheduler loop embedded when no other
+loop holds the lease.
+
+Reads go through one store thread (console/db.py) from polling thread workers; actions (submit,
+cancel, drain, data sync/verify) open their own Store in their own worker and call the scheduler
+library, never the CLI. One handler turns worker failures into notifications.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from scheduler import jobs
+from scheduler.errors import UserError
+from scheduler.inventory import Inventory
+from scheduler.store import TERMINAL_STATES, Store
+
+from . import commands, queries
+from . import format as fmt
+from .db import StoreThread
+from .palette import HeadnodeCommands
+from .screens.cluster import ClusterScreen
+from .screens.command_line import CommandLine
+from .screens.confirm_cancel import ConfirmCancel
+from .screens.datasets import DatasetsScreen
+from .screens.events import EventsScreen
+from .screens.help import HelpScreen
+from .screens.job import JobScreen
+from .screens.queue import QueueScreen
+from .screens.submit import SubmitScreen
+
+CANCEL_VERIFY_TIMEOUT = 120.0  # seconds to wait for the loop to report every rank gone
+
+
+class HeadnodeApp(App):
+    CSS_PATH = "console.tcss"
+    TITLE = "headnode"
+    MODES = {"cluster": ClusterScreen, "queue": QueueScreen, "datasets": DatasetsScreen, "events": EventsScreen}
+    DEFAULT_MODE = "queue"
+    COMMANDS = App.COMMANDS | {HeadnodeCommands}
+    BINDINGS = [
+        Binding("1", "switch_mode('cluster')", "Cluster", show=False, id="app.cluster"),
+        Binding("2", "switch_mode('queue')", "Queue", show=False, id="app.queue"),
+        Binding("3", "switch_mode('datasets')", "Data", show=False, id="app.datasets"),
+        Binding("4", "switch_mode('events')", "Events", show=False, id="app.events"),
+        Binding("n", "submit", "Submit", id="app.submit"),
+        Binding("colon", "command_line", "Cmd", id="app.command"),
+        Binding("question_mark", "help", "Keys", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    overview: reactive[queries.Overview | None] = reactive(None)
+    embedded: reactive[bool] = reactive(False)
+
+    def __init__(self, inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
+                 job: int | None = None, overview_interval: float = 1.0) -> None:
+        super().__init__()
+        self.inventory = inventory
+        self.embedded_loop = embedded_loop
+        self.db = StoreThread(inventory.state_dir)
+        self._start_mode, self._start_job = mode, job
+        self._overview_interval = overview_interval
+        self._executor = None
+        self._executor_lock = threading.Lock()
+        self._loop_stop = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.switch_mode(self._start_mode)
+        if self._start_job is not None:
+            self.open_job(self._start_job)
+        self.refresh_overview()
+        if self.embedded_loop is not False:
+            self.start_loop()
+
+    def on_unmount(self) -> None:
+        self._loop_stop.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=30)
+        if self._executor is not None:
+            self._executor.close()
+        self.db.close()
+
+    @property
+    def executor(self):
+        """One Executor for the console's own host reads (logs, metrics), made on first use."""
+        with self._executor_lock:
+            if self._executor is None:
+                from scheduler.execute import Executor
+
+                self._executor = Executor(self.inventory)
+            return self._executor
+
+    def write(self, fn: Callable[[Store], Any]) -> Any:
+        """Run fn(store) with a Store of this thread's own (for actions, from a worker thread)."""
+        with Store.for_state_dir(self.inventory.state_dir) as store:
+            return fn(store)
+
+    # --- header data and the embedded loop ------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
+    def refresh_overview(self) -> None:
+        ov = self.db.call(queries.overview, self.inventory, fmt.now())
+        self.call_from_thread(self._overview_fetched, ov)
+
+    def _overview_fetched(self, ov: queries.Overview) -> None:
+        self.overview = ov
+        self.embedded = self._loop_thread is not None and self._loop_thread.is_alive()
+        self.set_timer(self._overview_interval, self.refresh_overview)
+
+    @work(thread=True, group="loop", exit_on_error=False)
+    def start_loop(self) -> None:
+        """Run the scheduler loop in a thread unless another loop holds the lease (then only read)."""
+        from scheduler import lease
+
+        if self.embedded_loop is None and self.db.call(lease.active) is not None:
+            return
+        self._loop_thread = threading.Thread(target=self._run_loop, name="scheduler-loop")
+        self._loop_thread.start()
+
+    def _run_loop(self) -> None:
+        from scheduler import loop
+
+        try:
+            loop.run_forever(self.inventory, kind="console", stop_event=self._loop_stop)
+        except UserError as e:  # LeaseHeld: another loop won the race; this console only reads
+            self.call_from_thread(self.notify, e.sentence(), title="scheduler", severity="warning")
+        except Exception as e:
+            self.call_from_thread(self.notify, f"the embedded scheduler loop stopped: {e}", severity="error", timeout=30)
+        finally:
+            self._loop_stop.set()
+
+    # --- one place for worker failures ----------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            error = event.worker.error
+            text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            self.notify(text, severity="error", timeout=10)
+
+    # --- navigation ---------------------------------------------------------------------------
+
+    def open_job(self, job_id: int) -> None:
+        self.push_screen(JobScreen(int(job_id)))
+
+    def action_submit(self) -> None:
+        def submitted(job: dict | None) -> None:
+            if job:
+                self.notify(f"submitted job {job['id']} ({job['name']}): {job['state']}")
+
+        self.push_screen(SubmitScreen(), submitted)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_command_line(self) -> None:
+        self.push_screen(CommandLine(), lambda text: text and self.run_command(text))
+
+    def run_command(self, text: str) -> None:
+        """Run one `:` command (also what the palette calls)."""
+        try:
+            cmd = commands.parse(text)
+        except UserError as e:
+            self.notify(e.sentence(), severity="error")
+            return
+        getattr(self, f"cmd_{cmd.name}")(*cmd.args)
+
+    def cmd_cluster(self) -> None:
+        self.switch_mode("cluster")
+
+    def cmd_queue(self) -> None:
+        self.switch_mode("queue")
+
+    def cmd_datasets(self) -> None:
+        self.switch_mode("datasets")
+
+    def cmd_events(self) -> None:
+        self.switch_mode("events")
+
+    def cmd_job(self, ref: str) -> None:
+        self._find_job(ref, self.open_job)
+
+    def cmd_submit(self) -> None:
+        self.action_submit()
+
+    def cmd_cancel(self, ref: str) -> None:
+        self._find_job(ref, self.confirm_cancel)
+
+    def cmd_drain(self, host: str) -> None:
+        self.set_draining(host, True)
+
+    def cmd_undrain(self, host: str) -> None:
+        self.set_draining(host, False)
+
+    def cmd_sync(self, ref: str) -> None:
+        self.data_action("sync", ref)
+
+    def cmd_verify(self, ref: str) -> None:
+        self.data_action("verify", ref)
+
+    def cmd_filter(self, text: str) -> None:
+        from .widgets.filter_bar import FilterBar
+
+        bars = self.screen.query(FilterBar)
+        if bars:
+            bars.first().open()
+            bars.first().value = text
+        else:
+            self.notify("this screen has no filter", severity="warning")
+
+    def cmd_help(self) -> None:
+        self.action_help()
+
+    def cmd_quit(self) -> None:
+        self.exit()
+
+    @work(thread=True, group="find", exit_on_error=False)
+    def _find_job(self, ref: str, then: Callable[[int], Any]) -> None:
+        job = self.db.call(jobs.find, ref)
+        self.call_from_thread(then, job["id"])
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def confirm_cancel(self, job_id: int) -> None:
+        detail = self.db.call(queries.job_detail, job_id)
+        if detail is None:
+            raise UserError(f"job {job_id} not found", "it is not in the store", "check the queue")
+        if detail.job["state"] in TERMINAL_STATES:
+            self.call_from_thread(self.notify, f"job {job_id} already ended: {detail.job['state']}")
+            return
+        self.call_from_thread(self.push_screen, ConfirmCancel(detail), lambda yes: yes and self.cancel(job_id))
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def cancel(self, job_id: int) -> None:
+        """Write the cancel intent, then wait until the loop reports the job ended everywhere."""
+        self.write(lambda store: jobs.request_cancel(store, job_id))
+        self.call_from_thread(self.notify, f"job {job_id}: cancelling")
+        deadline = time.monotonic() + CANCEL_VERIFY_TIMEOUT
+        while time.monotonic() < deadline:
+            job = self.db.call(jobs.get, job_id)
+            if job["state"] in TERMINAL_STATES:
+                verdict = "cancel verified" if job["state"] == "CANCELLED" else f"ended {job['state']}"
+                self.call_from_thread(self.notify, f"job {job_id}: {verdict}: {job['reason']}")
+                return
+            time.sleep(0.25)
+        raise UserError(f"job {job_id} is not cancelled yet", f"no loop confirmed it within {CANCEL_VERIFY_TIMEOUT:.0f} s",
+                        "check `headnode scheduler status`")
+
+    @work(thread=True, group="drain", exit_on_error=False)
+    def set_draining(self, host: str, draining: bool) -> None:
+        from scheduler import hosts
+
+        self.inventory.host(host)  # a UserError naming the known hosts
+        self.write(lambda store: hosts.set_draining(store, self.inventory, host, draining))
+        self.call_from_thread(self.notify, f"{host}: {'draining' if draining else 'accepting jobs again'}")
+
+    @work(thread=True, group="data", exit_on_error=False)
+    def data_action(self, kind: str, ref: str) -> None:
+        from scheduler.data import placement
+
+        self.call_from_thread(self.notify, f"{ref}: {kind} started")
+        fn = placement.sync if kind == "sync" else placement.verify
+        result = self.write(lambda store: fn(store, self.executor, self.inventory, ref))
+        self.call_from_thread(self.notify, f"{ref}: {kind} done: {result}")
+
+
+def build_app(inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
+              job: int | None = None) -> HeadnodeApp:
+    """The console for this inventory. embedded_loop: None runs the loop here when no other loop
+    holds the lease, True always tries, False never (read and write intents only)."""
+    return HeadnodeApp(inventory, embedded_loop=embedded_loop, mode=mode, job=job)

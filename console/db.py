@@ -1,0 +1,42 @@
+"""The console's one reading connection, owned by one thread.
+
+sqlite3 connections must stay in the thread that opened them, and Textual's thread workers run on a
+shared pool, so the pollers hand their reads to this thread instead of each opening a Store.
+Writes (actions) open their own Store in their own worker: they are rare and may wait on SSH.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from scheduler.store import Store
+
+
+class StoreThread:
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = state_dir
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-store")
+
+    def _store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.for_state_dir(self._state_dir, actor=None)
+        return store
+
+    def call(self, fn: Callable[[Store], Any], *args: Any) -> Any:
+        """Run fn(store, *args) on the store thread and wait for its result (from a worker thread)."""
+        return self._pool.submit(lambda: fn(self._store(), *args)).result()
+
+    def close(self) -> None:
+        def close() -> None:
+            store = getattr(self._local, "store", None)
+            if store is not None:
+                store.close()
+                self._local.store = None
+
+        self._pool.submit(close).result()
+        self._pool.shutdown()

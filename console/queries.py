@@ -1,0 +1,189 @@
+"""What each screen shows, read from the store as plain rows. No Textual here: these run in
+thread workers, each with its own Store, and the benchmark and tests call them directly.
+
+Rows are `{key: tuple}` in the column order of the screen that shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from scheduler.inventory import Inventory
+from scheduler.store import LIVE_STATES, Store, loads
+
+LIVE = tuple(LIVE_STATES)
+
+
+@dataclass
+class Overview:
+    """The header line: who runs the loop, and the cluster at a glance."""
+
+    holder: str | None  # "pid@host" of the lease holder, None when no live lease
+    kind: str | None
+    last_cycle_at: float | None
+    hosts_up: int
+    hosts: int
+    gpus_used: int
+    gpus: int
+    running: int
+    pending: int
+
+
+def overview(store: Store, inventory: Inventory, now: float) -> Overview:
+    lease = store.one("SELECT holder, kind, expires_at, last_cycle_at FROM lease WHERE name = 'scheduler'")
+    live = lease is not None and lease["expires_at"] > now
+    counts = dict(store.conn.execute("SELECT state, count(*) FROM jobs WHERE state IN (?, ?, ?) GROUP BY state", LIVE).fetchall())
+    up = store.one("SELECT count(*) AS n FROM hosts WHERE state = 'up'")["n"]
+    used = _gpus_in_use(store)
+    detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
+    total = sum((h.gpus if h.gpus is not None else detected.get(h.name) or 0) for h in inventory.hosts)
+    return Overview(
+        holder=lease["holder"] if live else None,
+        kind=lease["kind"] if live else None,
+        last_cycle_at=lease["last_cycle_at"] if lease else None,
+        hosts_up=up, hosts=len(inventory.hosts), gpus_used=sum(len(v) for v in used.values()), gpus=total,
+        running=counts.get("RUNNING", 0) + counts.get("STARTING", 0), pending=counts.get("PENDING", 0),
+    )
+
+
+def _gpus_in_use(store: Store) -> dict[str, dict[int, int]]:
+    """host -> {gpu index: job id} for the nodes of live attempts."""
+    out: dict[str, dict[int, int]] = {}
+    rows = store.conn.execute(
+        "SELECT n.host, n.gpus, n.job_id FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt"
+        " WHERE j.state IN ('STARTING', 'RUNNING') AND n.state IN ('PENDING', 'STARTING', 'RUNNING')"
+    )
+    for host, gpus, job_id in rows:
+        for g in json.loads(gpus or "[]"):
+            out.setdefault(host, {})[g] = job_id
+    return out
+
+
+# --- cluster -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    hosts: dict[str, tuple]  # name -> (name, state, (used, total), cpu, mem, jobs)
+    gpus: dict[tuple[str, int], tuple]  # (host, index) -> (index, name, util, (used, total), ts, temp, power, job)
+    samples: dict[tuple[str, int], float] = field(default_factory=dict)  # (host, gpu) -> util of this poll
+
+
+def cluster(store: Store, inventory: Inventory) -> Cluster:
+    rows = {r["name"]: r for r in store.query("SELECT name, state, draining, reason, gpus_detected FROM hosts")}
+    used = _gpus_in_use(store)
+    latest: dict[tuple[str, int], tuple[float, dict]] = {
+        (h, g): (ts, json.loads(s)) for h, g, ts, s in store.conn.execute("SELECT host, gpu, ts, sample FROM latest")
+    }
+    hosts, gpus, samples = {}, {}, {}
+    for h in inventory.hosts:
+        r = rows.get(h.name) or {}
+        st = "draining" if r.get("draining") else r.get("state") or "unknown"
+        hs = latest.get((h.name, -1), (None, {}))[1]
+        total = h.gpus if h.gpus is not None else r.get("gpus_detected")
+        jobs = sorted(set(used.get(h.name, {}).values()))
+        hosts[h.name] = (h.name, st, (len(used.get(h.name, {})), total), hs.get("cpu_percent"), hs.get("mem_percent"),
+                         " ".join(map(str, jobs)))
+    for (host, g), (ts, s) in latest.items():
+        if g < 0:
+            continue
+        job = used.get(host, {}).get(g)
+        if job is None:  # a process the scheduler did not start, or a job's rank seen by telemetry
+            job = next((p.get("job") for p in s.get("processes") or [] if p.get("job") is not None), None)
+        util = s.get("util")
+        gpus[(host, g)] = (g, s.get("name") or "", util, (s.get("mem_used"), s.get("mem_total")),
+                           s.get("temp"), s.get("power"), job)
+        samples[(host, g)] = util
+    return Cluster(hosts, gpus, samples)
+
+
+def gpu_history(store: Store, host: str, since: float) -> dict[int, list[float]]:
+    """Recent utilisation of one host's GPUs, oldest first, to seed the sparklines."""
+    out: dict[int, list[float]] = {}
+    for g, util in store.conn.execute(
+        "SELECT gpu, util FROM samples WHERE ts >= ? AND host = ? AND gpu >= 0 ORDER BY ts LIMIT 20000", (since, host)
+    ):
+        out.setdefault(g, []).append(util)
+    return out
+
+
+# --- queue -------------------------------------------------------------------------------------
+
+SKEW = 60.0  # ended_at is stamped before commit: re-read a minute back so no late commit is missed
+JOB_COLUMNS = "id, name, state, reason, nodes, gpus_per_node, submitted_at, started_at, ended_at, metrics, attempt"
+
+
+def job_row(r) -> tuple:
+    """(id, name, state, (nodes, gpus), submitted_at, step, loss, tokens/s, reason)."""
+    m = loads(r["metrics"], {}) or {}
+    return (r["id"], r["name"], r["state"], (r["nodes"], r["gpus_per_node"]), r["submitted_at"],
+            m.get("step"), m.get("loss"), m.get("tokens_per_s"), r["reason"])
+
+
+def queue(store: Store, since: float | None) -> tuple[dict[int, tuple], float]:
+    """All jobs when `since` is None; else only those that can have changed: live ones and those that
+    ended since then (finished jobs never change again). Returns the rows and the next `since`."""
+    mark = store.one("SELECT max(coalesce(ended_at, 0)) AS t FROM jobs")["t"] or 0.0
+    if since is None:
+        cur = store.conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs")
+    else:
+        cur = store.conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?, ?, ?) OR ended_at >= ?", (*LIVE, since - SKEW)
+        )
+    return {r["id"]: job_row(r) for r in cur}, mark
+
+
+# --- job ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class JobDetail:
+    job: dict
+    attempts: list[dict]
+    nodes: list[dict]  # of the current attempt
+    events: list[dict]
+
+
+def job_detail(store: Store, job_id: int) -> JobDetail | None:
+    job = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if job is None:
+        return None
+    attempts = store.query("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+    nodes = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, job["attempt"]))
+    events = store.query("SELECT * FROM events WHERE object = ? ORDER BY id DESC LIMIT 50", (f"job:{job_id}",))
+    return JobDetail(job, attempts, nodes, events)
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Datasets:
+    versions: dict[str, tuple]  # "name@version" -> (ref, shards, tokens, vocab, created_at, placed)
+    placements: dict[str, dict[str, tuple]]  # ref -> host -> (host, state, detail, updated_at)
+
+
+def datasets(store: Store, inventory: Inventory) -> Datasets:
+    placements: dict[str, dict[str, tuple]] = {}
+    for r in store.conn.execute("SELECT name, version, host, state, detail, updated_at FROM data_placements"):
+        placements.setdefault(f"{r[0]}@{r[1]}", {})[r[2]] = (r[2], r[3], r[4] or "", r[5])
+    versions = {}
+    for r in store.conn.execute("SELECT name, version, shards, tokens, vocab_size, created_at FROM datasets"):
+        ref = f"{r[0]}@{r[1]}"
+        ok = sum(1 for p in placements.get(ref, {}).values() if p[1] == "verified")
+        versions[ref] = (ref, r[2], r[3], r[4], r[5], f"{ok}/{len(inventory.hosts)}")
+        for h in inventory.hosts:  # hosts never synced show as absent rather than missing
+            placements.setdefault(ref, {}).setdefault(h.name, (h.name, "absent", "", None))
+    return Datasets(versions, placements)
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def events(store: Store, after: int, limit: int = 20_000) -> dict[int, tuple]:
+    """Events newer than id `after` (the newest `limit` on the first read): id -> (id, ts, actor, object, what, reason)."""
+    cur = store.conn.execute(
+        "SELECT id, ts, actor, object, what, reason FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", (after, limit)
+    )
+    return {r[0]: tuple(r) for r in cur}

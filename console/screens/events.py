@@ -1,0 +1,63 @@
+"""Events: the audit trail, newest first, read incrementally by id; `/` filters."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer
+
+from .. import format as fmt
+from .. import queries
+from ..widgets.filter_bar import FilterBar
+from ..widgets.line_table import Column, LineTable
+from ..widgets.status_line import StatusLine
+from .base import PolledScreen
+
+COLUMNS = [
+    Column("TIME", 14, fmt=fmt.clock),
+    Column("OBJECT", 14),
+    Column("WHAT", 12, fmt=fmt.state),
+    Column("REASON", 0),
+    Column("ACTOR", 16),
+]
+KEEP = 20_000  # the newest events held in memory; older ones are in `headnode` history, not here
+
+
+class EventsScreen(PolledScreen):
+    tab = "events"
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="events.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="events.clear"),
+    ]
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._rows: dict[int, tuple] = {}
+        self._after = 0
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine()
+        table = LineTable(COLUMNS, sort=0, reverse=True, empty="no events yet", id="events-table")
+        yield FilterBar(table, id="events-filter")
+        yield table
+        yield Footer()
+
+    def fetch(self, store):
+        return queries.events(store, self._after, KEEP)
+
+    def show(self, rows: dict[int, tuple]) -> None:
+        if not rows and self._rows:
+            return
+        # rows are (id, ts, actor, object, what, reason); the table wants (ts, object, what, reason, actor)
+        self._rows.update({k: (r[1], r[3], r[4], r[5], r[2]) for k, r in rows.items()})
+        if len(self._rows) > KEEP:
+            for k in sorted(self._rows)[: len(self._rows) - KEEP]:
+                del self._rows[k]
+        self._after = max(self._rows, default=0)
+        self.query_one(LineTable).set_rows(self._rows)
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()

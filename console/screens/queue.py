@@ -1,0 +1,91 @@
+"""Queue: every job with its state, reason, shape, age and progress; `/` filters, `s` sorts."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer
+
+from .. import format as fmt
+from .. import queries
+from ..widgets.filter_bar import FilterBar
+from ..widgets.line_table import Column, LineTable
+from ..widgets.status_line import StatusLine
+from .base import PolledScreen
+
+STATE_ORDER = {s: i for i, s in enumerate(("RUNNING", "STARTING", "PENDING", "FAILED", "TIMEOUT", "CANCELLED", "SUCCEEDED"))}
+
+COLUMNS = [
+    Column("ID", 5, "right"),
+    Column("NAME", 0),
+    Column("STATE", 9, fmt=fmt.state, sort_key=STATE_ORDER.get),
+    Column("N×G", 5, "right", fmt=lambda v: f"{v[0]}×{v[1]}"),
+    Column("AGE", 4, "right", fmt=fmt.age, sort_key=lambda t: -t),
+    Column("STEP", 6, "right", fmt=fmt.number),
+    Column("LOSS", 6, "right", fmt=lambda v: fmt.fixed(v, 3)),
+    Column("TOK/S", 6, "right", fmt=fmt.number),
+    Column("REASON", 0),
+]
+SORTS = [(0, True), (2, False), (4, False), (1, False), (7, True)]  # id newest first, state, age, name, speed
+
+
+class QueueScreen(PolledScreen):
+    tab = "queue"
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="queue.filter"),
+        Binding("s", "sort", "Sort", id="queue.sort"),
+        Binding("x", "cancel", "Cancel job", id="queue.cancel"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="queue.clear"),
+    ]
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._since: float | None = None
+        self._rows: dict[int, tuple] = {}
+        self._sort = 0
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine()
+        table = LineTable(COLUMNS, sort=0, reverse=True, empty="no jobs yet: press n to submit one", id="queue-table")
+        yield FilterBar(table, id="queue-filter")
+        yield table
+        yield Footer()
+
+    def fetch(self, store):
+        return queries.queue(store, self._since)
+
+    def show(self, data) -> None:
+        rows, since = data
+        if self._since is None:
+            self._rows = rows
+        else:
+            self._rows = {**self._rows, **rows}
+        self._since = since
+        table = self.query_one(LineTable)
+        table.set_rows(self._rows)
+        table.refresh()  # ages advance even when no row changed
+
+    @property
+    def selected_job(self) -> int | None:
+        return self.query_one(LineTable).cursor_key
+
+    @on(LineTable.Selected)
+    def _open(self, event: LineTable.Selected) -> None:
+        self.app.open_job(event.key)
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).action_clear()
+
+    def action_sort(self) -> None:
+        self._sort = (self._sort + 1) % len(SORTS)
+        column, reverse = SORTS[self._sort]
+        self.query_one(LineTable).sort_by(column, reverse)
+        self.notify(f"sorted by {COLUMNS[column].label.lower()}", timeout=1.5)
+
+    def action_cancel(self) -> None:
+        if self.selected_job is not None:
+            self.app.confirm_cancel(self.selected_job)

@@ -1,0 +1,49 @@
+"""The header: the screens as tabs, and who runs the scheduler loop; the cluster at a glance when
+the terminal is wide enough."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+from ..queries import Overview
+
+TABS = (("1", "Cluster", "cluster"), ("2", "Queue", "queue"), ("3", "Data", "datasets"), ("4", "Events", "events"))
+
+
+def scheduler_label(overview: Overview | None, embedded: bool) -> str:
+    if embedded:
+        return "scheduler: embedded"
+    if overview is not None and overview.holder:
+        return f"scheduler: {overview.holder}"
+    return "no scheduler"
+
+
+class StatusLine(Widget):
+    DEFAULT_CSS = "StatusLine { height: 1; dock: top; background: $panel; }"
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "overview", lambda _: self.refresh(), init=False)
+        self.watch(self.app, "embedded", lambda _: self.refresh(), init=False)
+
+    def render(self) -> Text:
+        app = self.app
+        current = getattr(self.screen, "tab", None)
+        line = Text(" headnode ", style="bold reverse")
+        line.append(" ")
+        for key, label, mode in TABS:
+            style = "bold reverse" if mode == current else ""
+            line.append(f" {key} {label} ", style=style)
+        ov, embedded = app.overview, app.embedded
+        sched = scheduler_label(ov, embedded)
+        right = Text()
+        if ov is not None and self.size.width >= 100:
+            right.append(f"hosts {ov.hosts_up}/{ov.hosts} up  GPUs {ov.gpus_used}/{ov.gpus}  "
+                         f"jobs {ov.running} running {ov.pending} pending  ")
+        right.append(f"{sched} ", style="green" if embedded or (ov and ov.holder) else "bold yellow")
+        gap = self.size.width - line.cell_len - right.cell_len
+        if gap < 1:
+            return line
+        line.append(" " * gap)
+        line.append_text(right)
+        return line
