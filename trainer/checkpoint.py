@@ -1,0 +1,186 @@
+"""Checkpoints with torch.distributed.checkpoint: `{run_dir}/checkpoints/step-NNNNNNNN/`, written
+atomically, the newest `keep` kept, resumed from the newest complete one.
+
+A checkpoint is written into `step-N.tmp/` and renamed to `step-N/` by rank 0 only after every rank
+finished writing and `trainer.json` (step, loader position, model config, dataset) is on disk; a run
+killed mid-save leaves a `.tmp` that is ignored and cleaned up. Each folder holds:
+
+    .metadata, __R_0.distcp   DCP: model and optimizer state ({"model": ..., "optim": ...})
+    rng.pt                    every rank's torch RNG states, gathered by rank 0 (a list by rank)
+    trainer.json              the rest of the training state, human-readable
+
+Two layouts, chosen once per run by probing whether all ranks see the same run dir:
+
+- shared (one node, or a shared filesystem): every rank writes its own shards (sharded DCP). Saving
+  costs each rank only its part, and a run can resume with another parallelism or world size.
+- per-host run dirs (headnode's multi-host default: `{workdir}/runs/{job}` on each host): the full
+  state is gathered to rank 0, which alone writes it and, on resume, reads it and broadcasts it. A
+  retry must therefore place node 0 on the same host to resume (else it starts from step 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+FULL_SAVE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+FULL_LOAD = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True)
+
+
+def _dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _dist() else 0
+
+
+def _barrier() -> None:
+    if _dist():
+        dist.barrier()
+
+
+def _broadcast(obj):
+    if not _dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def complete_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = [(int(m[1]), p) for p in root.glob("step-*") if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def read_trainer_state(path: str | os.PathLike) -> dict:
+    return json.loads((Path(path) / "trainer.json").read_text())
+
+
+def run_dir_is_shared(run_dir: Path) -> bool:
+    """True when every rank sees the same run dir: rank 0 writes a random file, all look for it."""
+    if not _dist() or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) == dist.get_world_size():
+        return True
+    probe = run_dir / f".shared-probe-{_broadcast(secrets.token_hex(8) if _rank() == 0 else None)}"
+    if _rank() == 0:
+        probe.touch()
+    dist.barrier()
+    seen = torch.tensor([int(probe.exists())], device=_collective_device())
+    dist.all_reduce(seen, op=dist.ReduceOp.MIN)
+    dist.barrier()
+    if _rank() == 0:
+        probe.unlink()
+    return bool(seen.item())
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | os.PathLike, *, keep: int = 3, shared: bool = True):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep, self.shared = keep, shared
+        if _rank() == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for stale in self.root.glob("step-*.tmp"):  # left by a run killed while saving
+                shutil.rmtree(stale, ignore_errors=True)
+        _barrier()
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+        """Collective: every rank calls it. Returns the final folder."""
+        final = self.root / f"step-{step:08d}"
+        tmp = final.with_name(final.name + ".tmp")
+        rank = _rank()
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        msd, osd = get_state_dict(model, optimizer, options=None if self.shared else FULL_SAVE)
+        if self.shared:
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
+        elif rank == 0:
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp, no_dist=True)
+        rngs = _gather_rng()
+        _barrier()
+        if rank == 0:
+            torch.save(rngs, tmp / "rng.pt")
+            _write_durably(tmp / "trainer.json", json.dumps(state, indent=1, sort_keys=True))
+            if final.exists():  # a resumed run re-saving the step it resumed from
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+            for _, old in complete_checkpoints(self.root.parent)[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+        return final
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+        """Load the newest complete checkpoint into model and optimizer (collective); returns its
+        trainer.json, or None when there is none. Rank 0 decides, so all ranks load the same step."""
+        path = latest_checkpoint(self.root.parent) if _rank() == 0 else None
+        found = _broadcast(None if path is None else (str(path), read_trainer_state(path), torch.load(path / "rng.pt")))
+        if found is None:
+            return None
+        path, state, rngs = Path(found[0]), found[1], found[2]
+        if self.shared:
+            msd, osd = get_state_dict(model, optimizer)
+            dcp.load({"model": msd, "optim": osd}, checkpoint_id=path)
+            set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd)
+        else:
+            msd, osd = get_state_dict(model, optimizer, options=FULL_SAVE)
+            if _rank() == 0:
+                dcp.load({"model": msd, "optim": osd}, checkpoint_id=path, no_dist=True)
+            set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=FULL_LOAD)
+        if _rank() < len(rngs):  # same world size: continue each rank's random stream exactly
+            _set_rng(rngs[_rank()])
+        return state
+
+
+def _gather_rng() -> list[dict]:
+    mine = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        mine["cuda"] = torch.cuda.get_rng_state()
+    if not _dist():
+        return [mine]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def _set_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _write_durably(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
