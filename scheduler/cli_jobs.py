@@ -204,7 +204,7 @@ def _metrics(m: dict | None) -> str:
 
 
 def cmd_cancel(args, ctx) -> int:
-    from . import jobs, lease
+    from . import jobs
     from .store import TERMINAL_STATES
 
     store = ctx.store
@@ -219,49 +219,39 @@ def cmd_cancel(args, ctx) -> int:
             print(f"job {job_id} had already ended: {state}, {job['reason']}")
         else:
             live.append(job_id)
-    if not live:
-        return 0
-    if lease.active(store) is None:
-        _teardown_here(ctx, live)
-    return _await_cancelled(ctx, live, args.timeout)
-
-
-def _teardown_here(ctx, job_ids: list[int]) -> None:
-    """No loop will act on the request, so stop the jobs from this process (verified the same way)."""
-    from . import teardown
-
-    for job_id in job_ids:
-        print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
-        teardown.cancel_now(ctx.store, ctx.executor, ctx.inventory, job_id, ctx.store.actor)
+    return _await_cancelled(ctx, live, args.timeout) if live else 0
 
 
 def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
-    from . import jobs
+    """Wait until every job is verified stopped. A running loop acts on the recorded intent; when none
+    holds the lease (or it dies meanwhile), the teardown runs from here, verified the same way."""
+    from . import jobs, lease, teardown
     from .store import TERMINAL_STATES
 
-    store, deadline, rc = ctx.store, time.monotonic() + timeout, 0
-    started, next_note = time.monotonic(), time.monotonic() + PROGRESS_EVERY
+    store = ctx.store
+    started = time.monotonic()
+    deadline, next_note = started + timeout, started + PROGRESS_EVERY
     pending = list(job_ids)
-    while pending:
+    while True:
         for job_id in list(pending):
             job = jobs.get(store, job_id)
-            if job["state"] not in TERMINAL_STATES:
-                continue
-            pending.remove(job_id)
-            hosts = ", ".join(n["host"] for n in jobs.nodes(store, job_id, job["attempt"])) or "no host"
-            if job["state"] == "CANCELLED":
-                print(f"job {job_id} cancelled; verified: no process left on {hosts}")
-            else:
-                print(f"job {job_id} ended {job['state']} before the cancel took effect: {job['reason']}")
+            if job["state"] in TERMINAL_STATES:
+                pending.remove(job_id)
+                print(_cancel_outcome(job))
+            elif job["state"] == "PENDING":  # requeued for a retry meanwhile: nothing runs, end it here
+                jobs.request_cancel(store, job_id)
+            elif lease.active(store) is None:
+                print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
+                teardown.cancel_now(store, ctx.executor, ctx.inventory, job_id, store.actor)
         if not pending:
-            break
+            return 0
         now = time.monotonic()
         if now >= deadline:
             for job_id in pending:
                 job = jobs.get(store, job_id)
                 print(
                     f"headnode: job {job_id} is not verified stopped after {timeout:g} s: still {job['state']},"
-                    f" {job['reason']}; run `headnode show {job_id}` for each host's state, then `headnode cancel {job_id}` again.",
+                    f" {job['reason']}; run `headnode show {job_id}` for each node, then `headnode cancel {job_id}` again.",
                     file=sys.stderr,
                 )
             return 1
@@ -270,7 +260,14 @@ def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
             print(f"waiting for job(s) {ids} to stop on every host ({now - started:.0f} s)", file=sys.stderr)
             next_note = now + PROGRESS_EVERY
         time.sleep(0.2)
-    return rc
+
+
+def _cancel_outcome(job: dict) -> str:
+    reason, job_id = job["reason"], job["id"]
+    if job["state"] != "CANCELLED":
+        return f"job {job_id} ended {job['state']} before the cancel took effect: {reason}"
+    verified = reason.find("verified:")  # the teardown's own words: which hosts it checked
+    return f"job {job_id} cancelled; {reason[verified:]}" if verified >= 0 else f"job {job_id} cancelled: {reason}"
 
 
 def cmd_wait(args, ctx) -> int:
@@ -334,9 +331,20 @@ def cmd_logs(args, ctx) -> int:
 
 
 def cmd_scheduler_run(args, ctx) -> int:
-    from . import loop
+    """Cycle until SIGINT/SIGTERM (systemd's stop), then release the lease so the next loop need not
+    wait for it to expire. The jobs keep running; the next loop picks them up."""
+    import signal
+    import threading
 
-    loop.run_forever(ctx.inventory)
+    from . import lease, loop
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    holder = lease.holder_id()
+    print(f"scheduler loop {holder} on {ctx.inventory.state_dir}; Ctrl-C stops it (jobs keep running)", file=sys.stderr)
+    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder)
+    print("scheduler loop stopped; lease released", file=sys.stderr)
     return 0
 
 

@@ -1,17 +1,16 @@
 """Job logs: read each node's log file on its host, prefix every line with its node and rank, merge.
 
 Each node of an attempt writes `{run_dir}/attempt-{a}/node-{k}.log` on its host; torchrun prefixes
-its workers' lines with their rank (see launch.py). A one-shot read is one round trip per host. A
-follow is one long-lived command per node (a tiny Python program on the host) that streams the file
-from a byte offset and ends by itself once the node's exit file exists and the log is drained, or
-when the head closes the stream; lines from all nodes are merged as they arrive.
+its workers' lines with their global rank (launch.LOG_PREFIX_RE). A one-shot read is one round trip
+per host. A follow is one long-lived command per node (a tiny Python program on the host) that
+streams the file from a byte offset and ends by itself once the node's exit file exists and the log
+is drained, or when the head closes the stream; lines from all nodes are merged as they arrive.
 """
 
 from __future__ import annotations
 
 import json
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +19,9 @@ from dataclasses import dataclass
 from . import jobs
 from .execute import Executor, HostUnreachable
 from .inventory import Inventory
+from .launch import LOG_PREFIX_RE
 from .store import TERMINAL_STATES, Store
 
-# torchrun's per-line prefix: `[default3]:` by default (role + rank); launch.py sets the template.
-PREFIX_RE = re.compile(r"^\[[A-Za-z_]*(\d+)\]:")
 READ_TIMEOUT = 30.0
 DRAIN_GRACE = 3.0  # after the store says an attempt ended: how long to wait for lines still in flight
 
@@ -92,7 +90,7 @@ def node_logs(store: Store, job_id: int, attempt: int) -> list[NodeLog]:
 
 
 def parse(node_rank: int, raw: str) -> Line:
-    m = PREFIX_RE.match(raw)
+    m = LOG_PREFIX_RE.match(raw)
     if not m:
         return Line(node_rank, None, raw)
     return Line(node_rank, int(m.group(1)), raw[m.end():])
