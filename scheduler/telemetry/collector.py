@@ -14,6 +14,7 @@ minute and checks running jobs for hangs.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,8 @@ from ..store import Store
 from . import hang
 from .ingest import Received, downsample, ingest, mark_host
 from .sampler import Sampler
+
+log = logging.getLogger("headnode.telemetry")
 
 SAMPLER_SOURCE = Path(__file__).with_name("sampler.py").read_text()
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
@@ -149,13 +152,16 @@ class Collector:
         try:
             while not self._stop.wait(self.settings.telemetry_interval):
                 now = time.time()
-                self.flush(store, idle_since, now)
-                if store is None:
-                    continue
-                hang.check_hangs(store, self.settings, now)
-                if now - last_retention >= RETENTION_EVERY:
-                    downsample(store, self.settings.raw_retention, self.settings.minute_retention, now)
-                    last_retention = now
+                try:
+                    self.flush(store, idle_since, now)
+                    if store is None:
+                        continue
+                    hang.check_hangs(store, self.settings, now)
+                    if now - last_retention >= RETENTION_EVERY:
+                        downsample(store, self.settings.raw_retention, self.settings.minute_retention, now)
+                        last_retention = now
+                except Exception:  # a busy store or a bad sample must not end telemetry for good
+                    log.exception("telemetry write failed")
         finally:
             if store is not None:
                 store.close()
