@@ -21,7 +21,9 @@ REASONS = {"RUNNING": "all nodes started", "PENDING": "waiting for resources", "
 def inventory(state_dir: Path, hosts: int, gpus: int = 8) -> Inventory:
     return Inventory(
         path=None, cluster_name="synthetic", state_dir=state_dir,
-        hosts=tuple(Host(name=f"gpu{i:03d}", address=f"10.0.{i // 250}.{i % 250 + 1}", gpus=gpus) for i in range(hosts)),
+        # localhost: a screen that reads a host (logs, metrics) runs a local command, never the network
+        hosts=tuple(Host(name=f"gpu{i:03d}", address="localhost", workdir=str(state_dir / "work"), gpus=gpus)
+                    for i in range(hosts)),
     )
 
 
@@ -66,7 +68,7 @@ def populate(inv: Inventory, *, jobs: int, events: int, gpus: int = 8) -> None:
                 for rank in range(1 + j % 2):
                     h, g = free.pop()
                     nodes.append((j, 1, rank, inv.hosts[h].name, dumps([g, g + 1]), 29500 + j % 400,
-                                  f"~/headnode/runs/{j}", None, 4000 + j, "RUNNING", None))
+                                  inv.hosts[h].path("runs", str(j)), None, 4000 + j, "RUNNING", None))
         db.executemany(
             "INSERT INTO jobs (id, name, state, reason, command, nodes, gpus_per_node, data, priority, time_limit,"
             " retries, attempt, env, tags, user, submitted_at, started_at, ended_at, metrics, metrics_at)"
@@ -94,3 +96,38 @@ def populate(inv: Inventory, *, jobs: int, events: int, gpus: int = 8) -> None:
                          STATES[e % len(STATES)], REASONS[STATES[e % len(STATES)]]) for e in range(1, events + 1)])
         db.execute("INSERT INTO lease (name, holder, kind, acquired_at, expires_at, last_cycle_at)"
                    " VALUES ('scheduler', '4242@head', 'foreground', ?, ?, ?)", (NOW - 3600, NOW + 10**9, NOW - 1))
+
+
+# --- pytest helpers (imported by the console tests) ------------------------------------------
+
+import time as _time  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    """A 16-host synthetic cluster; the console's clock fixed at NOW and local time in UTC."""
+    from console import format as fmt
+
+    monkeypatch.setattr(fmt, "now", lambda: NOW)
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    inv = inventory(tmp_path / "state", 16)
+    populate(inv, jobs=50, events=100)
+    yield inv
+    monkeypatch.undo()
+    _time.tzset()
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def settle(pilot) -> None:
+    """Let the polls in flight finish and their results be drawn."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()

@@ -39,13 +39,14 @@ def summary(d: queries.JobDetail) -> Text:
     t.append_text(fmt.state(j["state"]))
     if j["reason"]:
         t.append(f"  {j['reason']}", style="italic")
-    t.append(f"\nattempt {j['attempt']} of {j['retries'] + 1}  data {j['data'] or '-'}  ")
+    parts = [f"attempt {j['attempt']}/{j['retries'] + 1}", f"data {j['data'] or '-'}"]
     if j["started_at"]:
-        t.append(f"ran {fmt.duration((j['ended_at'] or fmt.now()) - j['started_at'])}  ")
+        parts.append(f"ran {fmt.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
     if m:
-        t.append(f"step {m.get('step')}  loss {fmt.fixed(m.get('loss'), 3)}  ")
-        t.append(f"{fmt.number(m.get('tokens_per_s'))} tok/s  ")
-        t.append(f"MFU {'n/a' if m.get('mfu') is None else fmt.percent(100 * m['mfu'])}")
+        parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{fmt.number(m.get('tokens_per_s'))} tok/s"]
+        if m.get("mfu") is not None:  # null on CPUs, whose peak FLOP/s is unknown
+            parts.append(f"MFU {100 * m['mfu']:.1f}%")
+    t.append("\n" + "  ".join(parts))
     if len(d.attempts) > 1:
         t.append("\nattempts: " + "  ".join(f"{a['attempt']} {a['state']} ({a['reason']})" for a in d.attempts),
                  style="dim")
@@ -57,9 +58,9 @@ class JobScreen(PolledScreen):
     interval = 0.5
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="job.back"),
-        Binding("x", "cancel", "Cancel job", id="job.cancel"),
-        Binding("f", "node_filter", "Node filter", id="job.node"),
-        Binding("r", "rank_filter", "Rank filter", id="job.rank"),
+        Binding("x", "cancel", "Cancel", id="job.cancel"),
+        Binding("f", "node_filter", "Node", id="job.node"),
+        Binding("r", "rank_filter", "Rank", id="job.rank"),
     ]
 
     def __init__(self, job_id: int, **kw) -> None:
