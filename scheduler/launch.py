@@ -12,8 +12,8 @@ attempt, so a retry resumes from the newest checkpoint):
     metrics.jsonl               written by global rank 0 (the trainer); the loop reads its last line.
 
 Every process of a node carries the marker variables HEADNODE_JOB_ID, HEADNODE_ATTEMPT, HEADNODE_HOST
-and HEADNODE_NODE_RANK in its environment (set before setsid, so the wrapper has them too), and the
-wrapper leads the node's process group. torchrun puts each worker in a session of its own, so the
+and HEADNODE_NODE_RANK in its environment (exported before the fork, so the wrapper has them too),
+and the wrapper leads the node's process group. torchrun puts each worker in a session of its own, so the
 marker, not the process group, is what finds every process later (teardown.py).
 
 The job runs with its run dir as the working directory, like a Slurm job in its output directory.
@@ -37,17 +37,20 @@ MARKER = "HEADNODE_JOB_ID"
 # part arrives as a positional argument ("$@"), so nothing the user typed is parsed by a shell.
 WRAP = 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"'
 
-# The starter: makes the attempt dir, resolves paths against the login directory, starts the wrapper
-# in its own session with all three fds redirected (or the SSH channel would stay open) and prints
-# its pid. A background job of a non-interactive sh is not a group leader, so setsid does not fork:
-# $! is the wrapper itself, leader of the node's session and process group.
+# The starter: makes the attempt dir, resolves paths against the login directory, exports the
+# node's environment (so every process it forks carries the marker from its first instant: a teardown
+# racing the start cannot miss one), starts the wrapper in its own session with all three fds
+# redirected (or the SSH channel would stay open) and prints its pid. `export "$1"` takes the word
+# literally: values are never re-parsed. A background job of a non-interactive sh is not a group
+# leader, so setsid does not fork: $! is the wrapper itself, leader of the node's session and group.
 START = """
-run_dir=$1 attempt=$2 node=$3 data=$4; shift 4
+run_dir=$1 attempt=$2 node=$3 data=$4 n=$5; shift 5
 case $run_dir in /*) ;; *) run_dir=$PWD/$run_dir ;; esac
 case $data in ''|/*) ;; *) data=$PWD/$data ;; esac
 mkdir -p -- "$run_dir/attempt-$attempt" && cd -- "$run_dir" || exit 1
 export HEADNODE_RUN_DIR="$run_dir"
 if [ -n "$data" ]; then export HEADNODE_DATA="$data"; fi
+while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
 setsid "$@" </dev/null >"attempt-$attempt/node-$node.log" 2>&1 &
 echo $!
 """
@@ -140,7 +143,7 @@ def start_argv(spec: NodeSpec) -> list[str]:
     exit_file = f"attempt-{spec.attempt}/node-{spec.node_rank}.exit"
     return [
         "sh", "-c", START, "headnode-start", spec.run_dir, str(spec.attempt), str(spec.node_rank), spec.data_path or "",
-        "env", "--", *env, "sh", "-c", WRAP, "headnode-wrap", exit_file, *torchrun_argv(spec),
+        str(len(env)), *env, "sh", "-c", WRAP, "headnode-wrap", exit_file, *torchrun_argv(spec),
     ]  # fmt: skip
 
 

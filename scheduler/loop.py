@@ -17,6 +17,7 @@ Runs as `headnode scheduler run` (kind "foreground") or in a thread of the conso
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,10 +36,10 @@ LIVE = ("STARTING", "RUNNING")
 
 
 class Service(Protocol):
-    """Something that lives as long as the loop and runs once a cycle (the telemetry collector)."""
+    """Something that lives as long as the loop, like the telemetry collector (which marks hosts up
+    and down, and flags hung jobs, from its own writer thread)."""
 
-    def start(self) -> None: ...
-    def cycle(self, store: Store, now: float) -> None: ...
+    def start(self) -> object: ...
     def stop(self) -> None: ...
 
 
@@ -363,13 +364,17 @@ def run_forever(
     kind: str = "foreground",
     stop_event: threading.Event | None = None,
     holder: str | None = None,
+    telemetry: bool = True,
     services: Sequence[Service] = (),
 ) -> None:
-    """Hold the lease and cycle until stop_event is set; raises lease.LeaseHeld if another loop runs.
+    """Hold the lease and cycle until stop_event is set (or SIGTERM, in the foreground); raises
+    lease.LeaseHeld if another loop runs. With `telemetry`, the collector runs alongside.
 
     Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up.
     """
     stop_event = stop_event or threading.Event()
+    if kind == "foreground" and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop_event.set())  # systemd's stop: release the lease
     settings = inventory.settings
     store = Store.for_state_dir(inventory.state_dir, actor="scheduler")
     holder = holder or lease.holder_id()
@@ -385,6 +390,10 @@ def run_forever(
             raise LeaseLost(f"{holder} lost the scheduler lease")
 
     loop = Loop(inventory, store, executor, heartbeat=heartbeat)
+    if telemetry:
+        from .telemetry.collector import Collector  # threads and SSH streams: only a loop pays for them
+
+        services = [Collector(inventory), *services]
     started = []
     try:
         for s in services:
@@ -394,8 +403,6 @@ def run_forever(
             t0 = time.monotonic()
             try:
                 summary = loop.cycle()
-                for s in services:
-                    s.cycle(store, time.time())
             except LeaseLost:
                 raise
             except Exception as e:  # a bug or a busy store must not stop the jobs' bookkeeping for good

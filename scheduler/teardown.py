@@ -194,7 +194,7 @@ def end_attempt(
                 "UPDATE job_nodes SET state = ? WHERE job_id = ? AND attempt = ? AND node_rank = ?",
                 ("LOST" if lost else "EXITED", job_id, attempt, n["node_rank"]),
             )
-        attempt_state = "FAILED" if state == "PENDING" else state
+        attempt_state = "ABORTED" if state == "PENDING" else state  # ABORTED: not charged as a retry
         store.execute(
             "UPDATE attempts SET state = ?, reason = ?, ended_at = ? WHERE job_id = ? AND attempt = ?",
             (attempt_state, reason, now, job_id, attempt),

@@ -1,0 +1,283 @@
+"""The scheduler loop on this machine alone (`localhost`, no SSH): lease, launch, reconcile, teardown.
+
+Real torchrun, real detached processes, a real store; the multi-host behaviour is in
+test_loop_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler import inventory, jobs, launch, lease, loop, teardown
+from scheduler.execute import Executor
+from scheduler.store import Store
+
+PY = sys.executable
+FAST = "\n[scheduler]\ncycle_interval = 0.2\ngrace_period = 1\nlease_ttl = 3\nnode_lost_timeout = 5\n"
+
+
+@pytest.fixture
+def inv(local_config: Path) -> inventory.Inventory:
+    local_config.write_text(local_config.read_text() + FAST)
+    return inventory.load(local_config)
+
+
+@pytest.fixture
+def store(inv):
+    with Store.for_state_dir(inv.state_dir) as s:
+        yield s
+
+
+@pytest.fixture
+def sched(inv, store):
+    ex = Executor(inv)
+    yield loop.Loop(inv, store, ex)
+    ex.close()
+
+
+def submit(store, inv, command, **kw) -> int:
+    return jobs.submit(store, inv, jobs.JobSpec(command=list(command), gpus_per_node=0, **kw))["id"]
+
+
+def job(store, job_id: int) -> dict:
+    return store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+
+def cycle_until(sched, store, job_id: int, states, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sched.cycle()
+        row = job(store, job_id)
+        if row["state"] in states:
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {row['state']} ({row['reason']}) after {timeout} s")
+
+
+def marked(job_id: int) -> list[int]:
+    """Live processes carrying the job's marker, read straight from /proc (not through headnode)."""
+    want = f"HEADNODE_JOB_ID={job_id}".encode()
+    pids = []
+    for p in os.listdir("/proc"):
+        try:
+            env = Path(f"/proc/{p}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{p}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if want in env and state != b"Z":
+            pids.append(int(p))
+    return pids
+
+
+def run_dir(inv, job_id: int) -> Path:
+    return Path(launch.run_dir(inv.hosts[0], job_id))
+
+
+# --- lease ------------------------------------------------------------------------------------------
+
+
+def test_a_second_loop_is_told_who_holds_the_lease(store):
+    lease.acquire(store, "111@head", "foreground", 30)
+    with pytest.raises(lease.LeaseHeld, match=r"another scheduler loop is running: the lease is held by 111@head \(foreground\)"):
+        lease.acquire(store, "222@head", "console", 30)
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_can_no_longer_renew(store):
+    lease.acquire(store, "111@head", "foreground", 30, now=1000.0)
+    lease.acquire(store, "222@head", "console", 30, now=1031.0)
+    assert lease.renew(store, "111@head", 30, now=1032.0) is False
+    assert lease.renew(store, "222@head", 30, now=1032.0) is True
+    assert lease.current(store).holder == "222@head"
+
+
+def test_a_released_lease_is_free_at_once_and_keeps_the_last_cycle(store):
+    lease.acquire(store, "111@head", "foreground", 30)
+    lease.renew(store, "111@head", 30, last_cycle={"started": [4]})
+    lease.release(store, "111@head")
+    assert lease.active(store) is None
+    assert lease.current(store).last_cycle == {"started": [4]}
+    lease.acquire(store, "222@head", "foreground", 30)
+
+
+def test_run_forever_refuses_to_start_beside_another_loop_and_releases_on_stop(inv, store):
+    lease.acquire(store, "111@head", "foreground", 30)
+    with pytest.raises(lease.LeaseHeld):
+        loop.run_forever(inv, kind="console", telemetry=False)
+    lease.release(store, "111@head")
+
+    stop = threading.Event()
+    t = threading.Thread(target=loop.run_forever, args=(inv,), kwargs={"kind": "console", "stop_event": stop, "telemetry": False})
+    t.start()
+    deadline = time.monotonic() + 10
+    while (lease.active(store) is None or lease.current(store).last_cycle is None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lease.active(store).kind == "console"
+    stop.set()
+    t.join(10)
+    assert lease.active(store) is None
+
+
+# --- launch: what reaches the processes -------------------------------------------------------------
+
+HOSTILE = "$(touch pwned) `touch pwned2`; rm -rf / ' \" \\ \n*"
+ECHO = "import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': os.environ['EVIL'], 'cvd': os.environ['CUDA_VISIBLE_DEVICES'], 'cwd': os.getcwd()}, open('seen.json', 'w'))"
+
+
+def test_hostile_env_values_and_arguments_reach_the_job_verbatim_and_no_shell_runs_them(inv, store, sched, tmp_path):
+    args = [HOSTILE, "--rdzv-endpoint", "$HOME", "-m"]
+    job_id = submit(store, inv, [PY, "-c", ECHO, *args], env={"EVIL": HOSTILE})
+    row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED", row["reason"]
+    seen = json.loads((run_dir(inv, job_id) / "seen.json").read_text())
+    assert seen == {"argv": args, "env": HOSTILE, "cvd": "", "cwd": str(run_dir(inv, job_id))}
+    assert not list(tmp_path.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+
+
+def test_torchrun_gets_the_rendezvous_flags_and_python_commands_run_under_the_hosts_interpreter(inv):
+    spec = launch.NodeSpec(
+        job_id=7, attempt=2, node_rank=1, nnodes=2, host=inv.hosts[0], gpus=(2, 3), port=29517,
+        endpoint="10.0.0.1", command=("python", "-m", "trainer", "--max-steps", "5"),
+    )  # fmt: skip
+    argv = launch.torchrun_argv(spec)
+    assert argv[:3] == [inv.hosts[0].python, "-m", "torch.distributed.run"]
+    flags = dict(zip(argv[3:-4:2], argv[4:-4:2]))
+    assert flags["--nnodes"] == "2" and flags["--nproc-per-node"] == "2" and flags["--node-rank"] == "1"
+    assert flags["--rdzv-endpoint"] == "10.0.0.1:29517" and flags["--rdzv-id"] == "7-2"
+    assert flags["--rdzv-conf"] == "is_host=0" and flags["--local-addr"] == "127.0.0.1"
+    assert argv[-4:] == ["-m", "trainer", "--max-steps", "5"]
+    assert launch.node_env(spec)["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert launch._target(["bash", "-c", "x"]) == ["--no-python", "bash", "-c", "x"]
+    assert launch._target(["python3", "train.py", "--lr", "1"]) == ["train.py", "--lr", "1"]
+
+
+def test_the_jobs_env_cannot_override_the_marker(inv):
+    spec = launch.NodeSpec(3, 1, 0, 1, inv.hosts[0], (), 29500, "127.0.0.1", ("true",), {"HEADNODE_JOB_ID": "99"})
+    assert launch.node_env(spec)["HEADNODE_JOB_ID"] == "3"
+
+
+# --- the cycle --------------------------------------------------------------------------------------
+
+
+def test_a_job_succeeds_with_its_exit_code_log_and_newest_metrics_recorded(inv, store, sched):
+    code = "import json; f = open('metrics.jsonl', 'a'); [f.write(json.dumps({'step': s, 'loss': 3.0 - s}) + '\\n') for s in (1, 2)]; f.write('{\"event\": \"stop\"}\\n'); print('done')"
+    job_id = submit(store, inv, [PY, "-c", code])
+    row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert (row["state"], row["attempt"]) == ("SUCCEEDED", 1), row["reason"]
+    assert row["reason"] == "all 1 nodes exited 0; verified: no process left on localhost"
+    assert json.loads(row["metrics"]) == {"step": 2, "loss": 1.0}
+    (node,) = store.query("SELECT * FROM job_nodes WHERE job_id = ?", (job_id,))
+    assert (node["state"], node["exit_code"]) == ("EXITED", 0)
+    text = (run_dir(inv, job_id) / "attempt-1" / "node-0.log").read_text()
+    assert node["log_offset"] == len(text.encode()) and "[rank0]:done" in text.splitlines()
+    assert store.one("SELECT state FROM attempts WHERE job_id = ?", (job_id,))["state"] == "SUCCEEDED"
+
+
+def test_a_failing_job_is_retried_then_fails_with_the_node_and_status_in_its_reason(inv, store, sched):
+    job_id = submit(store, inv, ["sh", "-c", "exit 3"], retries=1)
+    row = cycle_until(sched, store, job_id, {"FAILED", "SUCCEEDED"})
+    assert row["state"] == "FAILED" and row["attempt"] == 2
+    assert row["reason"].startswith("node 0 on localhost exited with status 1; verified: no process left")
+    attempts = store.query("SELECT attempt, state FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+    assert attempts == [{"attempt": 1, "state": "FAILED"}, {"attempt": 2, "state": "FAILED"}]
+
+
+def test_a_job_over_its_time_limit_is_torn_down_as_timeout(inv, store, sched):
+    job_id = submit(store, inv, ["sleep", "300"], time_limit=1.0)
+    row = cycle_until(sched, store, job_id, {"TIMEOUT", "FAILED", "SUCCEEDED"})
+    assert row["state"] == "TIMEOUT" and row["reason"].startswith("TIMEOUT: ran longer than its time limit of 1 s; verified")
+    assert marked(job_id) == []
+
+
+def test_a_cancel_request_is_acted_on_by_the_loop_only_once_verified(inv, store, sched):
+    job_id = submit(store, inv, ["sleep", "300"])
+    cycle_until(sched, store, job_id, {"RUNNING"})
+    assert marked(job_id)
+    jobs.request_cancel(store, job_id, actor="alice@laptop")
+    row = cycle_until(sched, store, job_id, {"CANCELLED"})
+    assert row["reason"] == "cancelled by alice@laptop; verified: no process left on localhost"
+    assert marked(job_id) == []
+
+
+def test_cancel_now_kills_processes_that_ignore_sigterm_and_verifies(inv, store, sched):
+    # The job's shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
+    job_id = submit(store, inv, ["sh", "-c", "trap '' TERM; sleep 300 & wait; wait"])
+    cycle_until(sched, store, job_id, {"RUNNING"})
+    deadline = time.monotonic() + 30
+    while len(marked(job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, the shell, sleep
+        time.sleep(0.1)
+    assert len(marked(job_id)) == 4
+    with Executor(inv) as ex:
+        out = teardown.cancel_now(store, ex, inv, job_id, "bob@head")
+    assert out["verified"] and out["state"] == "CANCELLED"
+    assert out["reason"].startswith("cancelled by bob@head; verified: no process left on localhost (")
+    assert "needed SIGKILL" in out["reason"]
+    assert marked(job_id) == []
+    assert lease.active(store) is None
+
+
+def test_cancel_now_leaves_the_job_to_a_running_loop(inv, store, sched):
+    job_id = submit(store, inv, ["sleep", "300"])
+    cycle_until(sched, store, job_id, {"RUNNING"})
+    lease.acquire(store, "111@head", "foreground", 30)
+    with Executor(inv) as ex:
+        assert teardown.cancel_now(store, ex, inv, job_id, "bob@head") is None
+    assert job(store, job_id)["state"] == "RUNNING"
+
+
+def test_a_new_loop_adopts_a_running_job_and_it_succeeds_exactly_once(inv, store):
+    job_id = submit(store, inv, ["sh", "-c", "sleep 2; echo once >> count"])
+    with Executor(inv) as ex:
+        first = loop.Loop(inv, store, ex)
+        first.cycle()
+        assert job(store, job_id)["state"] == "RUNNING"
+    # The first loop is gone without a word (as after kill -9); a fresh one takes over.
+    with Executor(inv) as ex:
+        row = cycle_until(loop.Loop(inv, store, ex), store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED" and row["attempt"] == 1
+    assert (run_dir(inv, job_id) / "count").read_text() == "once\n"
+    assert [e["what"] for e in store.query("SELECT what FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))] == ["STARTING"]
+
+
+def test_a_node_started_but_not_recorded_is_found_by_its_marker_not_started_again(inv, store, sched, monkeypatch):
+    job_id = submit(store, inv, ["sh", "-c", "sleep 2; echo once >> count"])
+    real_start = launch.start
+    pids = []
+
+    def start_then_die(executor, specs, **kw):
+        started = real_start(executor, specs, **kw)
+        pids.extend(s.pid for s in started)
+        raise KeyboardInterrupt  # the loop dies after the remote start, before recording the pid
+
+    monkeypatch.setattr(launch, "start", start_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sched.cycle()
+    monkeypatch.setattr(launch, "start", real_start)
+    assert store.one("SELECT pid, state FROM job_nodes WHERE job_id = ?", (job_id,)) == {"pid": None, "state": "STARTING"}
+
+    with Executor(inv) as ex:
+        again = loop.Loop(inv, store, ex)
+        again.cycle()
+        assert store.one("SELECT pid FROM job_nodes WHERE job_id = ?", (job_id,))["pid"] == pids[0]
+        row = cycle_until(again, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED" and row["attempt"] == 1
+    assert (run_dir(inv, job_id) / "count").read_text() == "once\n"
+
+
+def test_a_node_that_never_started_is_requeued_without_charging_a_retry(inv, store, sched, monkeypatch):
+    job_id = submit(store, inv, ["true"])
+    monkeypatch.setattr(launch, "start", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        sched.cycle()
+    monkeypatch.undo()
+    store.execute("UPDATE attempts SET started_at = started_at - ? WHERE job_id = ?", (loop.START_GRACE + 1, job_id))
+    row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert (row["state"], row["attempt"], row["retries"]) == ("SUCCEEDED", 2, 0)
+    first = store.one("SELECT reason FROM attempts WHERE job_id = ? AND attempt = 1", (job_id,))["reason"]
+    assert first == "node 0 on localhost never started (the scheduler stopped while starting it)"
