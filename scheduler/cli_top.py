@@ -46,7 +46,7 @@ def cmd_top(args, ctx) -> int:
     from .telemetry import view
 
     inv = ctx.inventory
-    interval = args.interval or inv.settings.telemetry_interval
+    interval = inv.settings.telemetry_interval if args.interval is None else args.interval
     if interval <= 0:
         raise UserError("--interval must be positive", f"got {interval:g}", "pass seconds, e.g. --interval 2")
     store = ctx.store
