@@ -158,7 +158,7 @@ class HeadnodeApp(App):
     def action_submit(self) -> None:
         def submitted(job: dict | None) -> None:
             if job:
-                self.notify(f"submitted job {job['id']} ({job['name']}): {job['state']}")
+                self._changed(f"submitted job {job['id']} ({job['name']}): {job['state']}")
 
         self.push_screen(SubmitScreen(), submitted)
 
@@ -254,19 +254,36 @@ class HeadnodeApp(App):
             job = self.db.call(jobs.get, job_id)
             if job["state"] in TERMINAL_STATES:
                 verdict = "cancel verified" if job["state"] == "CANCELLED" else f"ended {job['state']}"
-                self.call_from_thread(self.notify, f"job {job_id}: {verdict}: {job['reason']}")
+                self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job['reason']}")
                 return
             time.sleep(0.25)
         raise UserError(f"job {job_id} is not cancelled yet", f"no loop confirmed it within {CANCEL_VERIFY_TIMEOUT:.0f} s",
                         "check `headnode scheduler status`")
 
     @work(thread=True, group="drain", exit_on_error=False)
-    def set_draining(self, host: str, draining: bool) -> None:
+    def set_draining(self, host: str, draining: bool | None) -> None:
+        """Drain or undrain a host; None toggles what the store says now (not what a screen last saw)."""
         from scheduler import hosts
 
         self.inventory.host(host)  # a UserError naming the known hosts
-        self.write(lambda store: hosts.set_draining(store, self.inventory, host, draining))
-        self.call_from_thread(self.notify, f"{host}: {'draining' if draining else 'accepting jobs again'}")
+
+        def change(store: Store) -> bool:
+            want = draining
+            if want is None:
+                row = store.one("SELECT draining FROM hosts WHERE name = ?", (host,))
+                want = not (row and row["draining"])
+            hosts.set_draining(store, self.inventory, host, want)
+            return want
+
+        now_draining = self.write(change)
+        self.call_from_thread(self._changed, f"{host}: {'draining' if now_draining else 'accepting jobs again'}")
+
+    def _changed(self, message: str) -> None:
+        """After an action: say what changed and re-read the screen at once rather than on its timer."""
+        self.notify(message)
+        poll = getattr(self.screen, "poll", None)
+        if poll is not None:
+            poll()
 
     @work(thread=True, group="data", exit_on_error=False)
     def data_action(self, kind: str, ref: str) -> None:
@@ -275,7 +292,7 @@ class HeadnodeApp(App):
         self.call_from_thread(self.notify, f"{ref}: {kind} started")
         fn = placement.sync if kind == "sync" else placement.verify
         result = self.write(lambda store: fn(store, self.executor, self.inventory, ref))
-        self.call_from_thread(self.notify, f"{ref}: {kind} done: {result}")
+        self.call_from_thread(self._changed, f"{ref}: {kind} done: {result}")
 
 
 def build_app(inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",

@@ -137,7 +137,5 @@ class ClusterScreen(PolledScreen):
         self.query_one(FilterBar).action_clear()
 
     def action_drain(self) -> None:
-        host = self.selected_host
-        if host is not None and self._data is not None:
-            draining = self._data.hosts[host][1] == "draining"
-            self.app.set_draining(host, not draining)
+        if self.selected_host is not None:
+            self.app.set_draining(self.selected_host, None)

@@ -81,7 +81,7 @@ def spec_from_form(values: dict[str, str]) -> jobs.JobSpec:
 def field_of(error: UserError) -> str | None:
     """Which field a library validation error is about, to show it there."""
     what = error.what.lower()
-    for needle, field in (("--nodes", "nodes"), ("node(s) x", "nodes"), ("gpus", "gpus"), ("data", "data"),
+    for needle, field in (("--nodes", "nodes"), ("never start", "nodes"), ("gpus", "gpus"), ("data", "data"),
                           ("job name", "name"), ("command", "command"), ("environment", "env"), ("--env", "env"),
                           ("time limit", "time_limit"), ("retries", "retries")):
         if needle in what:

@@ -1,0 +1,115 @@
+"""Actions from the console: submit (validation, then success), cancel with confirmation, drain."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from console.app import build_app
+from console.screens.confirm_cancel import ConfirmCancel
+from console.screens.submit import SubmitScreen
+from scheduler.store import Store
+from tests.console_synthetic import screen_text, settle, synthetic  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.anyio
+
+
+def job_rows(inv, where: str = "1", params=()):
+    with Store.for_state_dir(inv.state_dir) as store:
+        return store.query(f"SELECT * FROM jobs WHERE {where} ORDER BY id", params)
+
+
+async def fill(pilot, field: str, text: str) -> None:
+    pilot.app.screen.query_one(f"#f-{field}", Input).value = text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)])
+async def test_submit_shows_a_mistake_under_its_field_then_submits(synthetic, size):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, SubmitScreen)
+        await fill(pilot, "name", "bigrun")
+        await fill(pilot, "nodes", "two")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "nodes must be a whole number" in screen_text(app)
+        assert app.focused.id == "f-nodes"
+
+        await fill(pilot, "nodes", "99")  # more hosts than the cluster has: refused by the library
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "needs 99 hosts" in screen_text(app)
+        assert job_rows(synthetic, "name = 'bigrun'") == []
+
+        await fill(pilot, "nodes", "2")
+        await fill(pilot, "gpus", "4")
+        await fill(pilot, "env", "NCCL_DEBUG=INFO")
+        await fill(pilot, "time_limit", "30m")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, SubmitScreen)
+        [job] = job_rows(synthetic, "name = 'bigrun'")
+        assert (job["state"], job["nodes"], job["gpus_per_node"], job["time_limit"], job["env"]) == (
+            "PENDING", 2, 4, 1800.0, '{"NCCL_DEBUG":"INFO"}')
+        assert any(f"submitted job {job['id']} (bigrun)" in n.message for n in app._notifications)
+
+
+async def test_cancel_shows_what_will_stop_and_cancels_only_on_yes(synthetic):
+    [pending] = job_rows(synthetic, "id = 41")
+    assert pending["state"] == "PENDING"
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"cancel 41", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmCancel)
+        assert "Cancel job 41 (run-00041)?" in screen_text(app)
+        assert "not started on any host: it leaves the queue" in screen_text(app)
+        await pilot.press("n")
+        await settle(pilot)
+        assert job_rows(synthetic, "id = 41")[0]["state"] == "PENDING"
+
+        await pilot.press("slash", *"run-00041", "enter", "x")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert job_rows(synthetic, "id = 41")[0]["state"] == "CANCELLED"
+        assert any("job 41: cancel verified" in n.message for n in app._notifications)
+
+
+async def test_cancel_of_a_running_job_lists_its_nodes_and_gpus(synthetic):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("x")  # the cursor starts on job 50, RUNNING on one node
+        await settle(pilot)
+        text = screen_text(app)
+        assert "It is RUNNING. These will be stopped, and checked gone:" in text
+        assert "node 0 on gpu0" in text and "GPUs 6,7" in text
+
+
+async def test_d_drains_the_highlighted_host_and_again_undrains_it(synthetic):
+    app = build_app(synthetic, embedded_loop=False, mode="cluster")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("d")
+        await settle(pilot)
+        with Store.for_state_dir(synthetic.state_dir) as store:
+            assert store.one("SELECT draining FROM hosts WHERE name = 'gpu000'")["draining"] == 1
+        await settle(pilot)
+        await pilot.press("d")
+        await settle(pilot)
+        with Store.for_state_dir(synthetic.state_dir) as store:
+            assert store.one("SELECT draining FROM hosts WHERE name = 'gpu000'")["draining"] == 0
+
+
+async def test_colon_drain_of_an_unknown_host_says_which_hosts_exist(synthetic):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *"drain nosuch", "enter")
+        await settle(pilot)
+        assert any("unknown host 'nosuch'" in n.message and "gpu000" in n.message for n in app._notifications)
