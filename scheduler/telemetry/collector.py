@@ -64,6 +64,8 @@ class Collector:
         self._errors: dict[str, str] = {}
         self._last_seen: dict[str, float] = {}
         self._started_at = 0.0
+        self._idle_since: dict[tuple[str, int], float] = {}
+        self._last_retention = 0.0
         # What the writer publishes for readers in this process (`top` without a store).
         self.latest: dict[str, Received] = {}
         self.state: dict[str, tuple[str, str]] = {}
@@ -144,27 +146,28 @@ class Collector:
 
     def _writer(self) -> None:
         store = Store.for_state_dir(self.inventory.state_dir, actor="telemetry") if self.write_store else None
-        idle_since: dict[tuple[str, int], float] = {}
         if store is not None:
             sync_inventory(store, self.inventory)
             self.state = {r["name"]: (r["state"], r["reason"] or "") for r in store.query("SELECT name, state, reason FROM hosts")}
-        last_retention = 0.0
         try:
             while not self._stop.wait(self.settings.telemetry_interval):
-                now = time.time()
                 try:
-                    self.flush(store, idle_since, now)
-                    if store is None:
-                        continue
-                    hang.check_hangs(store, self.settings, now)
-                    if now - last_retention >= RETENTION_EVERY:
-                        downsample(store, self.settings.raw_retention, self.settings.minute_retention, now)
-                        last_retention = now
+                    self.tick(store, time.time())
                 except Exception:  # a busy store or a bad sample must not end telemetry for good
                     log.exception("telemetry write failed")
         finally:
             if store is not None:
                 store.close()
+
+    def tick(self, store: Store | None, now: float) -> int:
+        """One writer step: ingest, up/down, hang checks, and retention once a minute."""
+        written = self.flush(store, self._idle_since, now)
+        if store is not None:
+            hang.check_hangs(store, self.settings, now)
+            if now - self._last_retention >= RETENTION_EVERY:
+                downsample(store, self.settings.raw_retention, self.settings.minute_retention, now)
+                self._last_retention = now
+        return written
 
     def flush(self, store: Store | None, idle_since: dict, now: float) -> int:
         """Ingest what arrived and record up/down changes; returns the rows written."""

@@ -49,7 +49,8 @@ class Sampler:
         self.handles: list = []
         self._init_nvml()
         self._netns = _readlink(f"{proc}/self/ns/net")
-        self._job_of: dict[int, str | None] = {}  # pid -> job id, read once per pid
+        self._job_of: dict[int, str | None] = {}  # pid -> job id, read once per pid ...
+        self._unsure: set[int] = set()  # ... and once more for unmarked pids seen for the first time
         self._job_ticks: dict[int, int] = {}  # pid -> utime+stime at the last sample
         self._clk = os.sysconf("SC_CLK_TCK")
         self._last_t = time.monotonic()
@@ -216,16 +217,21 @@ class Sampler:
 
         A pid stays cached while it is listed in /proc; the kernel cannot hand the same pid to a new
         process within one interval short of wrapping the whole pid space, so no start-time check.
+        An unmarked new pid is read again on the next tick: caught between fork and exec (`env
+        HEADNODE_JOB_ID=... cmd` keeps its pid), it still showed its parent's environment.
         Processes in another network namespace are another host's (containers; the namespace test
         cluster shares one PID space), so they are not this host's ranks.
         """
         pids = {int(p) for p in os.listdir(self.proc) if p.isdigit()}
         for gone in self._job_of.keys() - pids:
             del self._job_of[gone]
-        for pid in pids - self._job_of.keys():
+        recheck, self._unsure = self._unsure & pids, set()
+        for pid in (pids - self._job_of.keys()) | recheck:
             job = self._read_marker(pid)
             if job is not None and self._netns and _readlink(f"{self.proc}/{pid}/ns/net") not in (None, self._netns):
                 job = None
+            elif job is None and pid not in recheck:
+                self._unsure.add(pid)
             self._job_of[pid] = job
         out: dict[str, dict] = {}
         ticks_now: dict[int, int] = {}
@@ -261,7 +267,6 @@ class Sampler:
             "jobs": jobs,
             "nvml": self.nvml_error,
             "driver": self.driver,
-            "self_cpu_s": time.process_time(),  # the sampler's own cost, for benchmarks
         }
 
 
@@ -339,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         _exit_when_stdin_closes()
     deadline = time.monotonic()
     while True:
-        line = json.dumps(sampler.sample(), separators=(",", ":"))
+        sample = sampler.sample()
+        sample["self_cpu_s"] = time.process_time()  # the sampler's own cost, for benchmarks
+        line = json.dumps(sample, separators=(",", ":"))
         try:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
