@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -96,11 +96,11 @@ class SubmitScreen(ModalScreen[dict | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="submit-form", classes="dialog"):
             yield Static("Submit a job   [dim]Tab: next field  Enter/Ctrl+S: submit  Esc: close[/]", classes="title")
-            with Grid(id="submit-grid"):
-                for field, label, placeholder in FIELDS:
+            for field, label, placeholder in FIELDS:
+                with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(placeholder=placeholder, id=f"f-{field}", compact=True)
-                    yield Label("", id=f"e-{field}", classes="field-error")
+                yield Label("", id=f"e-{field}", classes="field-error")
             yield Label("", id="e-form", classes="field-error")
             with Horizontal(classes="buttons"):
                 yield Button("Submit", variant="primary", id="submit", compact=True)
