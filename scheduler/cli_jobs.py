@@ -101,6 +101,13 @@ def cmd_submit(args, ctx) -> int:
         ctx.print_json({"id": job["id"], "name": job["name"], "state": job["state"]})
     else:
         print(f"submitted job {job['id']} ({job['name']})")
+    unknown = [h for h, n in jobs.host_gpus(ctx.store, ctx.inventory).items() if n is None]
+    if spec.gpus_per_node and unknown:
+        print(
+            f"headnode: note: the GPUs of {', '.join(unknown)} are not known yet; GPU jobs start there only after"
+            " `headnode hosts probe` (or declare gpus in hosts.toml).",
+            file=sys.stderr,
+        )
     _warn_if_no_loop(ctx)
     return 0
 

@@ -22,7 +22,6 @@ UNKNOWN_GPUS = 1 << 16
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The scheduler sets these per node; a job overriding them would defeat placement or bookkeeping.
 RESERVED_ENV = re.compile(r"^(CUDA_VISIBLE_DEVICES|HEADNODE_\w*)$")
-DATA_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)@([0-9a-f]{4,64})$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -180,25 +179,27 @@ def _check_name(name: str) -> None:
         raise UserError(f"bad job name {name!r}", "it contains control characters", "use printable characters only")
 
 
-def _host_views(store: Store, inventory: Inventory) -> list[policy.HostView]:
-    """Every inventory host at full size. A host whose GPUs were neither declared nor detected yet
-    counts as big enough: refusing would be a guess, and the job simply waits for the probe."""
+def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:
+    """GPUs per inventory host: declared, else detected by the last probe, else None (not known yet)."""
     detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
-    views = []
-    for h in inventory.hosts:
-        gpus = h.gpus if h.gpus is not None else detected.get(h.name)
-        views.append(policy.HostView(name=h.name, gpus=UNKNOWN_GPUS if gpus is None else gpus, tags=frozenset(h.tags)))
-    return views
+    return {h.name: h.gpus if h.gpus is not None else detected.get(h.name) for h in inventory.hosts}
+
+
+def _host_views(store: Store, inventory: Inventory) -> list[policy.HostView]:
+    """Every inventory host at full size. A host whose GPUs are not known yet counts as big enough:
+    refusing would be a guess, and the job simply waits for the probe."""
+    gpus = host_gpus(store, inventory)
+    return [
+        policy.HostView(name=h.name, gpus=UNKNOWN_GPUS if gpus[h.name] is None else gpus[h.name], tags=frozenset(h.tags))
+        for h in inventory.hosts
+    ]
 
 
 def _resolve_data(store: Store, ref: str) -> str:
-    m = DATA_RE.match(ref)
-    if not m:
-        raise UserError(f"bad --data {ref!r}", "it must be NAME@VERSION", "see `headnode data list` for the versions")
-    name, version = m.groups()
-    row = store.one("SELECT name, version FROM datasets WHERE name = ? AND version LIKE ? || '%'", (name, version))
-    if row is None:
-        raise UserError(f"unknown dataset {ref!r}", "no such version is registered", "see `headnode data list`")
+    """Pin the exact version now (`NAME` means its newest): a job records what it trained on."""
+    from .data import resolve
+
+    row = resolve(store, ref)
     return f"{row['name']}@{row['version']}"
 
 

@@ -74,8 +74,9 @@ def test_submit_without_a_command_runs_the_trainer_under_a_readable_name(config,
     assert json.loads(job["command"]) == ["python", "-m", "trainer"]
 
 
-def test_a_dataset_version_prefix_is_stored_as_the_full_version(config):
-    assert run(config, "submit", "--data", "wiki@abc123") == 0
+@pytest.mark.parametrize("ref", ["wiki@abc123", "wiki"])
+def test_the_dataset_version_is_pinned_in_full_at_submit(config, ref):
+    assert run(config, "submit", "--data", ref) == 0
     (job,), _ = stored(config)
     assert job["data"] == "wiki@abc123def456"
 
@@ -95,9 +96,7 @@ def test_a_dataset_version_prefix_is_stored_as_the_full_version(config):
         (["--env", "CUDA_VISIBLE_DEVICES=0"], "cannot set CUDA_VISIBLE_DEVICES with --env"),
         (["--time-limit", "soon"], "bad time limit 'soon'"),
         (["--time-limit", "0"], "bad time limit '0'"),
-        (["--data", "wiki"], "bad --data 'wiki': it must be NAME@VERSION"),
-        (["--data", "wiki@ffffffffffff"], "unknown dataset 'wiki@ffffffffffff'"),
-        (["--data", "nope@abc123def456"], "unknown dataset 'nope@abc123def456'"),
+        (["--data", "@abc"], "names no dataset"),
         (["--name", "42"], "a name of digits only would read as a job id"),
         (["--name", "red\x1b[31m"], "it contains control characters"),
         (["--name", ""], "bad job name ''"),
@@ -114,10 +113,18 @@ def test_an_invalid_submit_is_one_sentence_nonzero_and_stores_nothing(config, ca
     assert stored(config) == ([], [])
 
 
-def test_a_host_with_unknown_gpus_does_not_refuse_a_gpu_job(tmp_path):
+@pytest.mark.parametrize("ref", ["wiki@ffffffffffff", "nope@abc123def456", "nope"])
+def test_an_unknown_dataset_exits_3_and_stores_nothing(config, capsys, ref):
+    assert run(config, "submit", "--data", ref) == 3
+    assert f"headnode: dataset {ref} not found: known datasets: wiki;" in capsys.readouterr().err
+    assert stored(config) == ([], [])
+
+
+def test_a_host_with_unknown_gpus_takes_a_gpu_job_and_says_it_waits_for_the_probe(tmp_path, capsys):
     path = tmp_path / "hosts.toml"
     path.write_text('[cluster]\nstate_dir = "s"\n[[hosts]]\nname = "box"\naddress = "10.0.0.2"\n')
-    assert run(path, "submit", "-G", "8") == 0  # it waits for the probe instead of guessing
+    assert run(path, "submit", "-G", "8") == 0
+    assert "the GPUs of box are not known yet; GPU jobs start there only after `headnode hosts probe`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
