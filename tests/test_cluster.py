@@ -95,6 +95,25 @@ def test_a_cluster_left_by_a_killed_run_is_removed_by_the_next_build(cluster):
     assert all(ns in _netns_names() for ns in (h.netns for h in cluster.hosts))  # ours is alive
 
 
+def test_without_root_cluster_tests_skip_with_the_reason_but_fail_under_ci():
+    # An inner pytest run that believes it is not root: a laptop skips, CI must not pass by skipping.
+    code = ("import os, sys, pytest; os.geteuid = lambda: 1000; "
+            "sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', sys.argv[1]]))")
+    target = f"{__file__}::test_each_host_sees_its_own_address_on_eth0"
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    repo = os.path.dirname(os.path.dirname(__file__))
+
+    laptop = subprocess.run([sys.executable, "-c", code, target], env=env, cwd=repo,
+                            capture_output=True, text=True, timeout=120)
+    ci = subprocess.run([sys.executable, "-c", code, target], env={**env, "CI": "true"}, cwd=repo,
+                        capture_output=True, text=True, timeout=120)
+
+    assert laptop.returncode == 0 and "1 skipped" in laptop.stdout
+    assert "the namespace cluster needs root" in laptop.stdout
+    assert ci.returncode == 1 and "1 error" in ci.stdout
+    assert "CI must run the cluster tests, but the namespace cluster needs root" in ci.stdout
+
+
 def _wait_for(fn, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while not (value := fn()) and time.monotonic() < deadline:
