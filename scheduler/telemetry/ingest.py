@@ -7,10 +7,11 @@ with GROUP BY and 2.5 ms from `latest` (FIELD-NOTES). One batch is one transacti
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
-from ..store import Store, dumps
+from ..store import Store
 
 HOST_ROW = -1  # the `gpu` of a host's own row in samples / latest
 MINUTE = 60
@@ -74,7 +75,7 @@ def ingest(store: Store, batch: list[Received], idle_since: dict[tuple[str, int]
         store.conn.executemany(
             "INSERT INTO latest (host, gpu, ts, sample) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(host, gpu) DO UPDATE SET ts = excluded.ts, sample = excluded.sample",
-            [(host, gpu, ts, dumps(rec)) for (host, gpu), (ts, rec) in latest.items()],
+            [(host, gpu, ts, json.dumps(rec, separators=(",", ":"))) for (host, gpu), (ts, rec) in latest.items()],
         )
         # Hosts first sampled before `hosts` mirrors the inventory still get a row to mark.
         seen: dict[str, float] = {}
