@@ -89,6 +89,10 @@ def test_a_cut_host_turns_down_within_the_timeout_and_up_after_healing(inv, stor
             wait_for(f"{name} down", lambda: state()["state"] == "down", inv.settings.down_after + 10)
             assert time.monotonic() - cut_at >= inv.settings.down_after - 1  # not before the timeout
             assert state()["reason"].startswith("no telemetry for")
+            code, out = run("top", "--once", "--json", "--config", str(inv.path))  # no loop: samples itself
+            seen = {h["name"]: h for h in json.loads(out)["hosts"]}
+            assert code == 0 and seen[name]["state"] == "down" and seen[name]["reason"].startswith("unreachable")
+            assert seen[cluster.hosts[0].name]["state"] == "up"
         finally:
             cluster.heal(name)
         wait_for(f"{name} up again", lambda: state()["state"] == "up", 45)
