@@ -6,6 +6,7 @@ store; the scheduler loop acts on them (`cancel` does the teardown itself when n
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 import time
@@ -17,6 +18,7 @@ from .table import human_age, human_duration, print_table
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
 CANCEL_TIMEOUT = 60.0
 PROGRESS_EVERY = 5.0
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def register(sub) -> None:
@@ -24,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--name", help="a readable name (default: from the command, plus the id)")
     p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
     p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
-    p.add_argument("--data", metavar="NAME@VERSION", help="dataset version to train on (see `headnode data list`)")
+    p.add_argument("--data", metavar="NAME@VERSION", help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
     p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
     p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
     p.add_argument("--retries", type=int, default=0, metavar="R", help="run a failed job again up to R times")
@@ -127,15 +129,15 @@ def cmd_queue(args, ctx) -> int:
         [
             [
                 r["id"],
-                r["name"],
+                _clean(r["name"]),
                 r["state"],
                 r["nodes"],
                 r["gpus_per_node"],
                 human_age(r["submitted_at"]),
-                "-" if r["step"] is None else r["step"],
-                "-" if r["loss"] is None else f"{r['loss']:.4g}",
+                _num(r["step"]),
+                _num(r["loss"]),
                 ",".join(r["hosts"]) or "-",
-                r["reason"],
+                _clean(r["reason"]),
             ]
             for r in rows
         ],
@@ -150,8 +152,8 @@ def cmd_show(args, ctx) -> int:
     if args.json:
         ctx.print_json(doc)
         return 0
-    attempt = f" (attempt {doc['attempt']} of {doc['retries'] + 1})" if doc["attempt"] else ""
-    print(f"job {doc['id']}  {doc['name']}  {doc['state']}{attempt}")
+    attempt = f" (attempt {doc['attempt']})" if doc["attempt"] else ""
+    print(f"job {doc['id']}  {_clean(doc['name'])}  {doc['state']}{attempt}")
     limit = human_duration(doc["time_limit"]) if doc["time_limit"] else "none"
     fields = [
         ("reason", doc["reason"]),
@@ -170,7 +172,7 @@ def cmd_show(args, ctx) -> int:
         ("metrics", _metrics(doc["metrics"])),
     ]
     for key, value in fields:
-        print(f"  {key + ':':<11} {value}")
+        print(f"  {key + ':':<11} {_clean(value)}")
     if doc["nodes"]:
         print()
         print_table(
@@ -185,15 +187,20 @@ def cmd_show(args, ctx) -> int:
         print()
         print_table(
             ["ATTEMPT", "STATE", "STARTED", "ENDED", "REASON"],
-            [[a["attempt"], a["state"], _when(a["started_at"]), _when(a["ended_at"]), a["reason"]] for a in doc["attempts"]],
+            [[a["attempt"], a["state"], _when(a["started_at"]), _when(a["ended_at"]), _clean(a["reason"])] for a in doc["attempts"]],
         )
     if doc["events"]:
         print()
         print_table(
             ["WHEN", "WHO", "WHAT", "REASON"],
-            [[_when(e["ts"]), e["actor"], e["what"], e["reason"]] for e in doc["events"][-10:]],
+            [[_when(e["ts"]), e["actor"], e["what"], _clean(e["reason"])] for e in doc["events"][-10:]],
         )
     return 0
+
+
+def _clean(value) -> str:
+    """Control characters as escapes: a command or reason must not drive the reader's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _when(ts: float | None) -> str:
@@ -204,7 +211,14 @@ def _metrics(m: dict | None) -> str:
     if not m:
         return "-"
     items = sorted(m.items(), key=lambda kv: kv[0] != "step")  # the step first, then the rest as stored
-    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in items)
+    return "  ".join(f"{k} {_num(v)}" for k, v in items)
+
+
+def _num(v) -> str:
+    """Metrics come from the job's own metrics.jsonl: format numbers, show anything else as it is."""
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # --- cancel, wait ----------------------------------------------------------------------------------

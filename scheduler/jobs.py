@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from . import policy
 from .errors import NotFound, UserError
@@ -131,10 +132,10 @@ def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
         raise UserError(
             "this job could never start",
             reason,
-            "ask for fewer nodes or GPUs per node, or add hosts to hosts.toml",
+            "ask for fewer nodes, GPUs per node or tags, or add hosts to hosts.toml",
         )
     data = _resolve_data(store, spec.data) if spec.data else None
-    return JobSpec(**{**spec.__dict__, "data": data})
+    return replace(spec, data=data)
 
 
 def submit(store: Store, inventory: Inventory, spec: JobSpec, *, actor: str | None = None) -> dict:
@@ -273,11 +274,11 @@ def summaries(store: Store, *, include_finished: bool = False) -> list[dict]:
         " CASE WHEN state = 'PENDING' THEN -priority ELSE 0 END, COALESCE(-ended_at, 0), id",
         states,
     )
-    hosts = _current_hosts(store, [r["id"] for r in rows if r["state"] in ("STARTING", "RUNNING")])
-    return [summary(r, hosts.get(r["id"], [])) for r in rows]
+    hosts = _current_hosts(store)
+    return [summary(r, hosts.get(r["id"], ())) for r in rows]
 
 
-def summary(job: dict, hosts: list[str] = ()) -> dict:
+def summary(job: dict, hosts: Sequence[str] = ()) -> dict:
     metrics = loads(job["metrics"]) or {}
     return {
         "id": job["id"],
@@ -296,17 +297,15 @@ def summary(job: dict, hosts: list[str] = ()) -> dict:
         "user": job["user"],
         "data": job["data"],
         "hosts": list(hosts),
+        "flags": loads(job["flags"], []),
     }
 
 
-def _current_hosts(store: Store, job_ids: list[int]) -> dict[int, list[str]]:
-    if not job_ids:
-        return {}
-    marks = ",".join("?" * len(job_ids))
+def _current_hosts(store: Store) -> dict[int, list[str]]:
+    """Hosts of every live job's current attempt, by node rank."""
     rows = store.query(
         "SELECT n.job_id, n.host FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt"
-        f" WHERE n.job_id IN ({marks}) ORDER BY n.job_id, n.node_rank",
-        job_ids,
+        " WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY n.job_id, n.node_rank"
     )
     out: dict[int, list[str]] = {}
     for r in rows:
@@ -380,12 +379,10 @@ def show(store: Store, job_id: int) -> dict:
 
 def wait(store: Store, job_id: int, *, timeout: float | None = None, poll: float = 0.5) -> dict:
     """Block until the job is in a terminal state; returns the row (still live if timed out)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = float("inf") if timeout is None else time.monotonic() + timeout
     while True:
         job = get(store, job_id)
-        if job["state"] in TERMINAL_STATES:
+        left = deadline - time.monotonic()
+        if job["state"] in TERMINAL_STATES or left <= 0:
             return job
-        if deadline is not None and time.monotonic() >= deadline:
-            return job
-        left = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-        time.sleep(left)
+        time.sleep(min(poll, left))

@@ -123,6 +123,7 @@ def test_queue_lists_running_then_pending_by_priority_and_hides_finished_unless_
         "id": running, "name": "running", "state": "RUNNING", "reason": "all 2 nodes started", "nodes": 2,
         "gpus_per_node": 2, "priority": 0, "submitted_at": rows[0]["submitted_at"], "started_at": rows[0]["started_at"],
         "ended_at": None, "attempt": 1, "step": 7, "loss": 2.5, "user": "alice", "data": None, "hosts": ["h1", "h2"],
+        "flags": [],
     }
     assert run(config, "queue", "--all", "--json") == 0
     assert [r["id"] for r in out_json(capsys)] == [running, high, low, done]
@@ -160,7 +161,7 @@ def test_show_json_has_placement_ports_exit_codes_attempts_metrics_and_events(st
 
     assert run(config, "show", str(job_id)) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"job {job_id}  fit  FAILED (attempt 1 of 2)\n")
+    assert text.startswith(f"job {job_id}  fit  FAILED (attempt 1)\n")
     assert "node 1 (h2) exited 1" in text and "step 3  loss 4" in text
 
 

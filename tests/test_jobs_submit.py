@@ -179,6 +179,17 @@ def test_hostile_names_env_and_commands_are_stored_and_shown_verbatim_never_run(
     assert not marker.exists()
 
 
+def test_control_characters_in_a_command_are_shown_escaped_not_sent_to_the_terminal(config, capsys):
+    assert run(config, "submit", "--", "echo", "\x1b]0;owned\x07", "a\nb") == 0
+    capsys.readouterr()
+    assert run(config, "show", "1") == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "command:    echo '\\x1b]0;owned\\x07' 'a\\x0ab'" in out
+    assert run(config, "show", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["command"] == ["echo", "\x1b]0;owned\x07", "a\nb"]
+
+
 def test_the_library_refuses_a_nul_byte_that_argv_could_not_carry(config):
     from scheduler import inventory
 
