@@ -252,7 +252,7 @@ def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
     store = ctx.store
     started = time.monotonic()
     deadline, next_note = started + timeout, started + PROGRESS_EVERY
-    pending = list(job_ids)
+    pending, here = list(job_ids), set()
     while True:
         for job_id in list(pending):
             job = jobs.get(store, job_id)
@@ -262,7 +262,9 @@ def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
             elif job["state"] == "PENDING":  # requeued for a retry meanwhile: nothing runs, end it here
                 jobs.request_cancel(store, job_id)
             elif lease.active(store) is None:
-                print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
+                if job_id not in here:
+                    print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
+                    here.add(job_id)
                 teardown.cancel_now(store, ctx.executor, ctx.inventory, job_id, store.actor)
         if not pending:
             return 0
