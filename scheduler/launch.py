@@ -37,20 +37,20 @@ MARKER = "HEADNODE_JOB_ID"
 # part arrives as a positional argument ("$@"), so nothing the user typed is parsed by a shell.
 WRAP = 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"'
 
-# The starter: makes the attempt dir, resolves paths against the login directory, exports the
-# node's environment (so every process it forks carries the marker from its first instant: a teardown
-# racing the start cannot miss one), starts the wrapper in its own session with all three fds
-# redirected (or the SSH channel would stay open) and prints its pid. `export "$1"` takes the word
-# literally: values are never re-parsed. A background job of a non-interactive sh is not a group
-# leader, so setsid does not fork: $! is the wrapper itself, leader of the node's session and group.
+# The starter: makes the attempt dir, resolves paths against the login directory (the run dir
+# physically: the marker search compares it with realpath), exports the node's environment (so every
+# process it forks carries the marker from its first instant: a teardown racing the start cannot miss
+# one), starts the wrapper in its own session with all three fds redirected (or the SSH channel would
+# stay open) and prints its pid. `export "$1"` takes the word literally: values are never re-parsed.
+# A background job of a non-interactive sh is not a group leader, so setsid does not fork: $! is the
+# wrapper itself, leader of the node's session and process group.
 START = """
 run_dir=$1 attempt=$2 node=$3 data=$4 n=$5; shift 5
-case $run_dir in /*) ;; *) run_dir=$PWD/$run_dir ;; esac
 case $data in ''|/*) ;; *) data=$PWD/$data ;; esac
 mkdir -p -- "$run_dir/attempt-$attempt" && cd -- "$run_dir" || exit 1
-export HEADNODE_RUN_DIR="$run_dir"
-if [ -n "$data" ]; then export HEADNODE_DATA="$data"; fi
 while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
+export HEADNODE_RUN_DIR="$(pwd -P)"
+if [ -n "$data" ]; then export HEADNODE_DATA="$data"; fi
 setsid "$@" </dev/null >"attempt-$attempt/node-$node.log" 2>&1 &
 echo $!
 """
@@ -191,7 +191,8 @@ def environ(pid):
 
 def find_pgid(n):
     want = {f"HEADNODE_JOB_ID={n['job']}".encode(), f"HEADNODE_ATTEMPT={n['attempt']}".encode(),
-            f"HEADNODE_HOST={spec['host']}".encode(), f"HEADNODE_NODE_RANK={n['node']}".encode()}
+            f"HEADNODE_HOST={spec['host']}".encode(), f"HEADNODE_NODE_RANK={n['node']}".encode(),
+            b"HEADNODE_RUN_DIR=" + os.path.realpath(n["run_dir"]).encode()}
     for p in os.listdir("/proc"):
         if p.isdigit() and want <= environ(p):
             try:

@@ -2,7 +2,8 @@
 
 torchrun gives each worker a session of its own, so signalling the node's process group is not
 enough (FIELD-NOTES): the job's processes are found by the marker in their environment
-(HEADNODE_JOB_ID and HEADNODE_HOST, see launch.py), together with everything in their process groups.
+(HEADNODE_JOB_ID, HEADNODE_HOST and HEADNODE_RUN_DIR, see launch.py: the run dir keeps another
+headnode's job of the same id on the same machine safe), with everything in their process groups.
 One round trip per host runs KILL below: SIGTERM, a grace period, SIGKILL, then a final scan, and
 where NVML answers, a check that no GPU still lists one of those processes.
 
@@ -17,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import lease
+from . import launch, lease
 from .execute import Executor
 from .inventory import Host, Inventory
 from .store import Store
@@ -26,9 +27,19 @@ KILL_WAIT = 5.0  # after SIGKILL: a process in uninterruptible sleep (a hung dri
 
 KILL = r"""
 import json, os, signal, sys, time
-job, host, grace, kill_wait = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+job, host, run_dir, grace, kill_wait = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 want = {f"HEADNODE_JOB_ID={job}".encode(), f"HEADNODE_HOST={host}".encode()}
+run_dir = os.path.realpath(run_dir)
 me = os.getpid()
+
+def ours(env):
+    # The run dir tells this store's job 3 from another headnode's job 3 on the same machine.
+    if not want <= env:
+        return False
+    for item in env:
+        if item.startswith(b"HEADNODE_RUN_DIR="):
+            return os.path.realpath(item[17:].decode(errors="replace")) == run_dir
+    return False
 
 def scan():
     # {pid: cmdline} of the marked processes and every live process in their process groups.
@@ -49,7 +60,7 @@ def scan():
         groups.setdefault(pgid, {})[int(p)] = cmd
         try:
             with open(f"/proc/{p}/environ", "rb") as f:
-                if want <= set(f.read().split(b"\0")):
+                if ours(set(f.read().split(b"\0"))):
                     marked.add((int(p), pgid))
         except OSError:
             pass
@@ -115,7 +126,10 @@ class HostReport:
 def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float) -> list[HostReport]:
     """Stop job `job_id` on every host at once and report, per host, what is left."""
     results = executor.python_many(
-        hosts, KILL, lambda h: [str(job_id), h.name, str(grace), str(KILL_WAIT)], timeout=grace + KILL_WAIT + 15
+        hosts,
+        KILL,
+        lambda h: [str(job_id), h.name, launch.run_dir(h, job_id), str(grace), str(KILL_WAIT)],
+        timeout=grace + KILL_WAIT + 15,
     )
     return [_report(h.name, results[h.name]) for h in hosts]
 

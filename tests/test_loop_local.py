@@ -61,23 +61,24 @@ def cycle_until(sched, store, job_id: int, states, timeout: float = 60.0) -> dic
     raise AssertionError(f"job {job_id} still {row['state']} ({row['reason']}) after {timeout} s")
 
 
-def marked(job_id: int) -> list[int]:
-    """Live processes carrying the job's marker, read straight from /proc (not through headnode)."""
-    want = f"HEADNODE_JOB_ID={job_id}".encode()
+def run_dir(inv, job_id: int) -> Path:
+    return Path(launch.run_dir(inv.hosts[0], job_id))
+
+
+def marked(inv, job_id: int) -> list[int]:
+    """Live processes carrying the job's marker, read straight from /proc (not through headnode).
+    The run dir keeps other tests' job of the same id (this machine is shared) out of it."""
+    want = {f"HEADNODE_JOB_ID={job_id}".encode(), f"HEADNODE_RUN_DIR={run_dir(inv, job_id).resolve()}".encode()}
     pids = []
     for p in os.listdir("/proc"):
         try:
-            env = Path(f"/proc/{p}/environ").read_bytes().split(b"\0")
+            env = set(Path(f"/proc/{p}/environ").read_bytes().split(b"\0"))
             state = Path(f"/proc/{p}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if want in env and state != b"Z":
+        if want <= env and state != b"Z":
             pids.append(int(p))
     return pids
-
-
-def run_dir(inv, job_id: int) -> Path:
-    return Path(launch.run_dir(inv.hosts[0], job_id))
 
 
 # --- lease ------------------------------------------------------------------------------------------
@@ -192,17 +193,17 @@ def test_a_job_over_its_time_limit_is_torn_down_as_timeout(inv, store, sched):
     job_id = submit(store, inv, ["sleep", "300"], time_limit=1.0)
     row = cycle_until(sched, store, job_id, {"TIMEOUT", "FAILED", "SUCCEEDED"})
     assert row["state"] == "TIMEOUT" and row["reason"].startswith("TIMEOUT: ran longer than its time limit of 1 s; verified")
-    assert marked(job_id) == []
+    assert marked(inv, job_id) == []
 
 
 def test_a_cancel_request_is_acted_on_by_the_loop_only_once_verified(inv, store, sched):
     job_id = submit(store, inv, ["sleep", "300"])
     cycle_until(sched, store, job_id, {"RUNNING"})
-    assert marked(job_id)
+    assert marked(inv, job_id)
     jobs.request_cancel(store, job_id, actor="alice@laptop")
     row = cycle_until(sched, store, job_id, {"CANCELLED"})
     assert row["reason"] == "cancelled by alice@laptop; verified: no process left on localhost"
-    assert marked(job_id) == []
+    assert marked(inv, job_id) == []
 
 
 def test_cancel_now_kills_processes_that_ignore_sigterm_and_verifies(inv, store, sched):
@@ -210,15 +211,15 @@ def test_cancel_now_kills_processes_that_ignore_sigterm_and_verifies(inv, store,
     job_id = submit(store, inv, ["sh", "-c", "trap '' TERM; sleep 300 & wait; wait"])
     cycle_until(sched, store, job_id, {"RUNNING"})
     deadline = time.monotonic() + 30
-    while len(marked(job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, the shell, sleep
+    while len(marked(inv, job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, the shell, sleep
         time.sleep(0.1)
-    assert len(marked(job_id)) == 4
+    assert len(marked(inv, job_id)) == 4
     with Executor(inv) as ex:
         out = teardown.cancel_now(store, ex, inv, job_id, "bob@head")
     assert out["verified"] and out["state"] == "CANCELLED"
     assert out["reason"].startswith("cancelled by bob@head; verified: no process left on localhost (")
     assert "needed SIGKILL" in out["reason"]
-    assert marked(job_id) == []
+    assert marked(inv, job_id) == []
     assert lease.active(store) is None
 
 

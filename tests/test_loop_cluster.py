@@ -1,0 +1,239 @@
+"""The scheduler on the namespace cluster: real sshd hosts, real torchrun on CPU/gloo, the real CLI.
+
+Processes are checked from the test through /proc (`cluster.pids`), never through headnode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scheduler import inventory, loop
+from scheduler.cli import main
+from scheduler.store import Store
+
+pytestmark = pytest.mark.slow
+
+FAST = "\n[scheduler]\ncycle_interval = 0.3\ngrace_period = 3\nlease_ttl = 4\nnode_lost_timeout = 6\n"
+HEADNODE = str(Path(sys.executable).with_name("headnode"))
+
+# What every rank runs: a gloo all-reduce over the whole gang, one line of facts, then by mode:
+# "ok" ends, "sleep" waits to be stopped, "fail" makes the last rank exit 1 while the others wait.
+RANK = """
+import os, sys, time, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+t = torch.tensor([rank + 1.0])
+dist.all_reduce(t)
+print(f"rank {rank} of {world} sum {t.item():g} host {os.environ['HEADNODE_HOST']} cvd {os.environ['CUDA_VISIBLE_DEVICES']} run {os.environ['TORCHELASTIC_RUN_ID']}", flush=True)
+mode = sys.argv[1]
+if mode == "fail" and rank == world - 1:
+    os._exit(1)
+if mode in ("sleep", "fail"):
+    time.sleep(300)
+dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+@pytest.fixture
+def config(cluster_config: Path) -> Path:
+    cluster_config.write_text(cluster_config.read_text() + FAST)
+    return cluster_config
+
+
+@pytest.fixture
+def store(config: Path):
+    with Store.for_state_dir(inventory.load(config).state_dir) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def scheduler(config: Path):
+    """The loop in a thread of this process, as the console embeds it."""
+    stop = threading.Event()
+    t = threading.Thread(
+        target=loop.run_forever,
+        args=(inventory.load(config),),
+        kwargs={"kind": "console", "stop_event": stop, "telemetry": False},
+        daemon=True,
+    )
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(30)
+
+
+def cli_json(capsys, command: str, *argv: str):
+    capsys.readouterr()
+    code = main([command, "--json", *argv])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def submit(capsys, config: Path, *argv: str) -> int:
+    return cli_json(capsys, "submit", "--config", str(config), *argv)["id"]
+
+
+def rank_job(config, capsys, mode: str, *opts: str) -> int:
+    return submit(capsys, config, "--nodes", "2", *opts, "--", sys.executable, "-c", RANK, mode)
+
+
+def wait_state(store: Store, job_id: int, states, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row["state"] in states:
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {row['state']} ({row['reason']}) after {timeout} s")
+
+
+def wait_ranks(cluster, job_id: int, hosts, n: int = 2, timeout: float = 60.0) -> None:
+    """Until every host runs its n workers (processes that already joined the gang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(len(cluster.pids(h, {"HEADNODE_JOB_ID": str(job_id), "LOCAL_RANK": str(r)})) == 1
+               for h in hosts for r in range(n)):  # fmt: skip
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id}: {n} ranks did not start on each of {hosts}")
+
+
+def job_pids(cluster, job_id: int) -> dict[str, list[int]]:
+    return {h.name: cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job_id)}) for h in cluster.hosts}
+
+
+def logs(capsys, config: Path, job_id: int) -> list[str]:
+    capsys.readouterr()
+    assert main(["logs", str(job_id), "--config", str(config)]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_two_host_allreduce_job_succeeds_with_placement_ports_exit_codes_and_logs_of_all_ranks(cluster, config, store, capsys):
+    with scheduler(config):
+        job_id = rank_job(config, capsys, "ok", "--gpus-per-node", "2")
+        row = wait_state(store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED", row["reason"]
+
+    shown = cli_json(capsys, "show", str(job_id), "--config", str(config))
+    a, b = cluster.hosts[0].name, cluster.hosts[1].name
+    assert [(n["host"], n["node_rank"], n["gpus"], n["port"], n["exit_code"]) for n in shown["nodes"]] == [
+        (a, 0, [0, 1], 29500, 0), (b, 1, [0, 1], 29500, 0),
+    ]  # fmt: skip
+    facts = sorted(line for line in logs(capsys, config, job_id) if " sum " in line)
+    assert facts == [
+        f"[node {r // 2} rank {r}] rank {r} of 4 sum 10 host {host} cvd 0,1 run {job_id}-1" for r, host in enumerate([a, a, b, b])
+    ], facts
+    assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
+
+
+def test_two_jobs_at_once_on_the_same_hosts_get_disjoint_gpus_and_ports(cluster, config, store, capsys):
+    with scheduler(config):
+        first = rank_job(config, capsys, "ok", "--gpus-per-node", "1")
+        second = rank_job(config, capsys, "ok", "--gpus-per-node", "1")
+        rows = [wait_state(store, j, {"SUCCEEDED", "FAILED"}) for j in (first, second)]
+    assert [r["state"] for r in rows] == ["SUCCEEDED", "SUCCEEDED"], [r["reason"] for r in rows]
+    a, b = cluster.hosts[0].name, cluster.hosts[1].name
+    seen, ports = {}, {}
+    for job_id in (first, second):
+        lines = [line.split() for line in logs(capsys, config, job_id) if " sum " in line]
+        seen[job_id] = sorted((words[11], words[13]) for words in lines)  # (host, CUDA_VISIBLE_DEVICES)
+        shown = cli_json(capsys, "show", str(job_id), "--config", str(config))
+        ports[job_id] = {(n["host"], n["port"]) for n in shown["nodes"]}
+    assert seen == {first: [(a, "0"), (b, "0")], second: [(a, "1"), (b, "1")]}
+    assert ports == {first: {(a, 29500), (b, 29500)}, second: {(a, 29501), (b, 29501)}}
+    starts = store.query("SELECT id, started_at, ended_at FROM jobs ORDER BY id")
+    assert starts[1]["started_at"] < starts[0]["ended_at"]  # they really ran at the same time
+
+
+def test_cancelling_a_running_two_host_job_leaves_no_process_with_its_marker(cluster, config, store, capsys):
+    with scheduler(config):
+        job_id = rank_job(config, capsys, "sleep")
+        wait_ranks(cluster, job_id, [h.name for h in cluster.hosts[:2]], n=1)
+        assert main(["cancel", str(job_id), "--config", str(config)]) == 0
+        row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    assert row["state"] == "CANCELLED"
+    assert row["reason"].endswith(f"verified: no process left on {cluster.hosts[0].name}, {cluster.hosts[1].name}")
+    assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
+
+
+def test_one_failing_rank_tears_down_the_other_host_and_a_retry_runs_a_second_attempt(cluster, config, store, capsys):
+    with scheduler(config):
+        job_id = rank_job(config, capsys, "fail", "--retries", "1")
+        row = wait_state(store, job_id, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=150)
+    assert (row["state"], row["attempt"]) == ("FAILED", 2), row["reason"]
+    a, b = cluster.hosts[0].name, cluster.hosts[1].name
+    assert re.fullmatch(rf"node [01] on ({a}|{b}) exited with status 1; verified: no process left on {a}, {b}", row["reason"])
+    assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
+    attempts = store.query("SELECT attempt, state FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+    assert attempts == [{"attempt": 1, "state": "FAILED"}, {"attempt": 2, "state": "FAILED"}]
+
+
+def test_a_loop_killed_mid_job_is_replaced_and_the_job_succeeds_exactly_once(cluster, config, store, capsys):
+    def scheduler_run():
+        return subprocess.Popen([HEADNODE, "scheduler", "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+    job_id = submit(capsys, config, "--nodes", "2", "--", "sh", "-c", "sleep 4; echo once >> count")
+    first = scheduler_run()
+    try:
+        wait_state(store, job_id, {"RUNNING"}, timeout=60)
+        first.kill()
+        first.wait()
+        second = scheduler_run()  # the dead loop's lease has not expired yet: refused, with the holder
+        assert second.wait(30) != 0
+        assert "another scheduler loop is running: the lease is held by" in second.stderr.read()
+        time.sleep(4)  # lease_ttl
+        third = scheduler_run()
+        row = wait_state(store, job_id, {"SUCCEEDED", "FAILED"}, timeout=60)
+    finally:
+        for p in (first, locals().get("third")):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+    assert (row["state"], row["attempt"]) == ("SUCCEEDED", 1), row["reason"]
+    workdirs = [Path(n["run_dir"]) for n in store.query("SELECT run_dir FROM job_nodes WHERE job_id = ?", (job_id,))]
+    assert [(d / "count").read_text() for d in workdirs] == ["once\n", "once\n"]
+    starts = store.query("SELECT id FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))
+    assert len(starts) == 1
+
+
+def test_a_cut_host_makes_the_job_node_lost_and_the_surviving_hosts_ranks_are_gone(cluster, config, store, capsys):
+    survivor, cut = cluster.hosts[0].name, cluster.hosts[1].name
+    with scheduler(config):
+        job_id = rank_job(config, capsys, "sleep")
+        wait_ranks(cluster, job_id, [survivor, cut], n=1)
+        cluster.cut(cut)
+        try:
+            t0 = time.monotonic()
+            row = wait_state(store, job_id, {"FAILED", "SUCCEEDED", "CANCELLED"}, timeout=60)
+            took = time.monotonic() - t0
+            assert cluster.pids(survivor, {"HEADNODE_JOB_ID": str(job_id)}) == []
+        finally:
+            cluster.heal(cut)
+        assert row["state"] == "FAILED" and row["reason"].startswith(f"NODE_LOST: {cut} stopped answering for over 6 s")
+        assert f"no process left on {survivor}" in row["reason"]
+        assert took < 6 + 20  # the timeout, a probe's own timeout and a cycle or two: never unbounded
+        # Healed, the host answers again: what the job left there is stopped and the node swept.
+        deadline = time.monotonic() + 60
+        while store.one("SELECT count(*) AS n FROM job_nodes WHERE state = 'LOST'")["n"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert store.query("SELECT host, state FROM job_nodes WHERE job_id = ? ORDER BY node_rank", (job_id,)) == [
+        {"host": survivor, "state": "EXITED"}, {"host": cut, "state": "EXITED"},
+    ]  # fmt: skip
+    assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
