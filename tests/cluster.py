@@ -40,6 +40,7 @@ REGISTRY = Path(tempfile.gettempdir()) / "headnode-clusters"
 LOCK = REGISTRY / ".lock"
 NETNS_DIR = Path("/run/netns")
 SUBNET = "10.213.{x}.0/24"
+CLUSTER_DEFAULT_HOSTS = 3
 IFACE = "eth0"  # the namespace side of every veth: one NCCL/GLOO_SOCKET_IFNAME for all hosts
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 # Our names, so that a leftover can be recognised without its registry file.
@@ -76,7 +77,7 @@ class Cluster:
     # --- building -------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, n: int = 3, *, ready_timeout: float = 20.0) -> "Cluster":
+    def build(cls, n: int = CLUSTER_DEFAULT_HOSTS, *, ready_timeout: float = 20.0) -> "Cluster":
         check_available()
         t0 = time.monotonic()
         REGISTRY.mkdir(exist_ok=True)
@@ -471,3 +472,23 @@ def _tail(path: Path, n: int = 300) -> str:
         return path.read_text()[-n:].strip() or "(empty log)"
     except OSError:
         return "(no log)"
+
+
+def main() -> None:
+    """`python -m tests.cluster [N]`: a cluster to poke at by hand, removed on Ctrl-C."""
+    import sys
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else CLUSTER_DEFAULT_HOSTS
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` and `timeout` tear down too
+    with Cluster.build(n) as c:
+        config = c.write_config(c.root / "hosts.toml", state_dir=c.root / "state", workdirs=c.root / "work")
+        print(f"{n} hosts on {c.subnet} built in {c.build_seconds:.2f} s")
+        print(f"  headnode --config {config} hosts probe")
+        print(f"  {shlex.join(c.ssh_argv(c.hosts[0].name, ['hostname', '-I']))}")
+        print("Ctrl-C removes it.")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()
