@@ -59,6 +59,7 @@ class HFTokenizer:
         if tok.token_to_id(EOT_TEXT) is None:
             tok.add_special_tokens([EOT_TEXT])
             file_json = tok.to_str()
+        tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is text, not a separator
         self.tok = tok
         self.file_json = file_json
         self.eot = tok.token_to_id(EOT_TEXT)
