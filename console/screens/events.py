@@ -20,7 +20,8 @@ COLUMNS = [
     Column("REASON", 0),
     Column("ACTOR", 16),
 ]
-KEEP = 20_000  # the newest events held in memory; older ones are in `headnode` history, not here
+KEEP = 20_000  # the newest events held in memory; older ones stay in the store
+TRIM = 1_000
 
 
 class EventsScreen(PolledScreen):
@@ -46,15 +47,17 @@ class EventsScreen(PolledScreen):
         return queries.events(store, self._after, KEEP)
 
     def show(self, rows: dict[int, tuple]) -> None:
-        if not rows and self._rows:
+        if not rows:
             return
         # rows are (id, ts, actor, object, what, reason); the table wants (ts, object, what, reason, actor)
         self._rows.update({k: (r[1], r[3], r[4], r[5], r[2]) for k, r in rows.items()})
-        if len(self._rows) > KEEP:
+        if len(self._rows) > KEEP + TRIM:  # trimmed in batches: a removal re-sorts the table
             for k in sorted(self._rows)[: len(self._rows) - KEEP]:
                 del self._rows[k]
+            self.query_one(LineTable).set_rows(self._rows)
+        else:
+            self.query_one(LineTable).update_rows({k: self._rows[k] for k in rows})
         self._after = max(self._rows, default=0)
-        self.query_one(LineTable).set_rows(self._rows)
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

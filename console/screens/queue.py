@@ -42,7 +42,6 @@ class QueueScreen(PolledScreen):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._since: float | None = None
-        self._rows: dict[int, tuple] = {}
         self._sort = 0
 
     def compose(self) -> ComposeResult:
@@ -57,13 +56,12 @@ class QueueScreen(PolledScreen):
 
     def show(self, data) -> None:
         rows, since = data
-        if self._since is None:
-            self._rows = rows
-        else:
-            self._rows = {**self._rows, **rows}
-        self._since = since
         table = self.query_one(LineTable)
-        table.set_rows(self._rows)
+        if self._since is None:
+            table.set_rows(rows)
+        else:
+            table.update_rows(rows)  # jobs are never deleted: the rows not re-read are unchanged
+        self._since = since
         table.refresh()  # ages advance even when no row changed
 
     @property

@@ -9,9 +9,11 @@ only the changed lines are repainted.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -82,7 +84,9 @@ class LineTable(ScrollView, can_focus=True):
         self._rows: dict[Hashable, tuple] = {}
         self._search: dict[Hashable, str] = {}
         self._order: list[Hashable] = []
-        self._index: dict[Hashable, int] = {}
+        self._index: dict[Hashable, int] = {}  # key -> display row
+        self._sort_values: list[tuple] = []  # aligned with _order when sorted
+        self._frame: tuple = (0, Style(), Style(), Style())  # (width, base, header, cursor) of this paint
         self._widths: list[int] = []
 
     # --- data ---------------------------------------------------------------------------------
@@ -90,20 +94,47 @@ class LineTable(ScrollView, can_focus=True):
     def set_rows(self, rows: Mapping[Hashable, Sequence[Cell]]) -> None:
         """Show exactly these rows. Unchanged rows cost a comparison; the cursor stays on its key."""
         old = self._rows
-        changed = [k for k, v in rows.items() if old.get(k) != tuple(v)]
-        removed = len(old) + sum(1 for k in changed if k not in old) != len(rows)
+        changed = {k: tuple(v) for k, v in rows.items() if old.get(k) != tuple(v)}
+        removed = [k for k in old if k not in rows] if len(old) + sum(k not in old for k in changed) != len(rows) else []
+        self._apply(changed, removed)
+
+    def update_rows(self, rows: Mapping[Hashable, Sequence[Cell]]) -> None:
+        """Add or change these rows, keep the others (for sources read incrementally)."""
+        old = self._rows
+        self._apply({k: tuple(v) for k, v in rows.items() if old.get(k) != tuple(v)}, [])
+
+    def _apply(self, changed: dict[Hashable, tuple], removed: list[Hashable]) -> None:
         if not changed and not removed:
             return
-        self._rows = {k: tuple(v) for k, v in rows.items()}
-        for k in changed:
+        old = self._rows
+        added = any(k not in old for k in changed)
+        sc = self.sort_column
+        moved = sc is not None and any(k in old and old[k][sc] != v[sc] for k, v in changed.items())
+        if self.filter_text:  # a changed row may start or stop matching
+            needle = self.filter_text
+            before = {k: k in self._index for k in changed}
+        for k in removed:
+            del old[k]
             self._search.pop(k, None)
-        if removed:
-            self._search = {k: s for k, s in self._search.items() if k in self._rows}
-        if removed or any(k not in old for k in changed) or self.filter_text or self.sort_column is not None:
+        for k, v in changed.items():
+            old[k] = v
+            self._search.pop(k, None)
+        refiltered = self.filter_text and any((needle in self.line_text(k).lower()) != was for k, was in before.items())
+        if removed or moved or refiltered:
             self._reorder()
-        else:  # same keys, same order: repaint only what changed
-            for k in changed:
-                self.refresh_line(self._index[k] + 1 - round(self.scroll_y))
+            return
+        if added:
+            self._insert([k for k in changed if k not in self._index])
+            return
+        # Same rows in the same order: repaint only the changed lines in view (refresh_line costs
+        # ~0.1 ms; calling it for thousands of rows out of view would cost more than a full repaint).
+        top, height = round(self.scroll_y), self.scrollable_content_region.height
+        visible = [r for r in (self._index.get(k) for k in changed) if r is not None and top <= r < top + height]
+        if len(visible) > height // 4:
+            self.refresh()
+        else:
+            for r in visible:
+                self.refresh_line(r + 1 - top)
 
     def row(self, key: Hashable) -> tuple | None:
         return self._rows.get(key)
@@ -115,11 +146,14 @@ class LineTable(ScrollView, can_focus=True):
     @property
     def keys(self) -> list[Hashable]:
         """Keys in display order (after filter and sort)."""
-        return list(self._order)
+        return self._order[::-1] if self.sort_reverse else list(self._order)
+
+    def _key_at(self, row: int) -> Hashable:
+        return self._order[-1 - row] if self.sort_reverse else self._order[row]
 
     @property
     def cursor_key(self) -> Hashable | None:
-        return self._order[self.cursor] if 0 <= self.cursor < len(self._order) else None
+        return self._key_at(self.cursor) if 0 <= self.cursor < len(self._order) else None
 
     def move_to(self, key: Hashable) -> None:
         if key in self._index:
@@ -140,6 +174,15 @@ class LineTable(ScrollView, can_focus=True):
             self._search[key] = "  ".join(_plain(c.fmt(v)) for c, v in zip(self.columns, row))
         return self._search[key]
 
+    # _order is ascending (or arrival order when unsorted); reverse only changes how it is read, so
+    # new rows go in by bisection instead of a full sort (a busy events list gains rows every poll).
+
+    def _sort_value(self, key: Hashable) -> tuple:
+        i = self.sort_column
+        sk = self.columns[i].sort_key
+        v = self._rows[key][i]
+        return _sortable(sk(v) if sk else v)
+
     def _reorder(self) -> None:
         current = self.cursor_key
         keys: Iterable[Hashable] = self._rows
@@ -147,16 +190,35 @@ class LineTable(ScrollView, can_focus=True):
             needle = self.filter_text
             keys = [k for k in keys if needle in self.line_text(k).lower()]
         if self.sort_column is not None:
-            col = self.columns[self.sort_column]
-            i, sk = self.sort_column, col.sort_key
-            keyf = (lambda k: _sortable(sk(self._rows[k][i]))) if sk else (lambda k: _sortable(self._rows[k][i]))
-            keys = sorted(keys, key=keyf, reverse=self.sort_reverse)
+            keys = sorted(keys, key=self._sort_value)
+            self._sort_values = [self._sort_value(k) for k in keys]
         self._order = list(keys)
-        self._index = {k: i for i, k in enumerate(self._order)}
-        self.virtual_size = Size(0, len(self._order) + 1)
+        self._reindex(current)
+
+    def _insert(self, new: list[Hashable]) -> None:
+        current = self.cursor_key
+        if self.filter_text:
+            new = [k for k in new if self.filter_text in self.line_text(k).lower()]
+        for k in new:
+            if self.sort_column is None:
+                self._order.append(k)
+                continue
+            v = self._sort_value(k)
+            at = bisect.bisect_right(self._sort_values, v)
+            self._sort_values.insert(at, v)
+            self._order.insert(at, k)
+        self._reindex(current)
+
+    def _reindex(self, current: Hashable | None) -> None:
+        n = len(self._order)
+        if self.sort_reverse:
+            self._index = {k: n - 1 - i for i, k in enumerate(self._order)}
+        else:
+            self._index = {k: i for i, k in enumerate(self._order)}
+        self.virtual_size = Size(0, n + 1)
         if current in self._index:
             self.set_reactive(LineTable.cursor, self._index[current])
-        self.cursor = min(self.cursor, max(0, len(self._order) - 1))
+        self.cursor = min(self.cursor, max(0, n - 1))
         self.refresh()
         self._post_highlight()
 
@@ -217,44 +279,56 @@ class LineTable(ScrollView, can_focus=True):
             self._widths = widths
         return self._widths
 
+    def render_lines(self, crop):
+        # Looked up once per paint, not per line: each of these walks the DOM or the styles.
+        self._frame = (self.scrollable_content_region.width, self.rich_style,
+                       self.get_component_rich_style("line-table--header"),
+                       self.get_component_rich_style("line-table--cursor"))
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        base = self.rich_style
+        width, base, header, cursor = self._frame
         if y == 0:
-            style = self.get_component_rich_style("line-table--header")
-            cells = [Text(c.label) for c in self.columns]
-            return self._strip(cells, width, base + style)
+            return self._strip([c.label for c in self.columns], width, base + header)
         row = round(self.scroll_y) + y - 1
         if row >= len(self._order):
             if row == 0:
                 return Strip([Segment(self.empty.ljust(width)[:width], base + Style(dim=True))], width)
             return Strip.blank(width, base)
-        key = self._order[row]
-        values = self._rows[key]
+        values = self._rows[self._key_at(row)]
         cells = [c.fmt(v) for c, v in zip(self.columns, values)]
-        style = base
-        if row == self.cursor:
-            style = base + self.get_component_rich_style("line-table--cursor")
-        return self._strip(cells, width, style)
+        return self._strip(cells, width, base + cursor if row == self.cursor else base)
 
     def _strip(self, cells: list[str | Text], width: int, style: Style) -> Strip:
+        """Segments straight from the cells: plain strings (most cells) skip rich Text entirely."""
         widths = self._column_widths(width)
-        line = Text(no_wrap=True, end="", style=style)  # the row style sits under each cell's own
+        console = self.app.console
+        segments: list[Segment] = []
+        last = len(self.columns) - 1
         for i, (col, cell, w) in enumerate(zip(self.columns, cells, widths)):
-            t = cell if isinstance(cell, Text) else Text(cell)
-            if t.cell_len > w:
-                t = t.copy()
-                t.truncate(w, overflow="ellipsis")
-            pad = " " * (w - t.cell_len)
-            if col.align == "right":
-                line.append(pad)
-                line.append_text(t)
+            if isinstance(cell, Text):
+                t = Text(cell.plain, style=style, spans=cell.spans, end="", no_wrap=True)  # row style under the cell's
+                if t.cell_len > w:
+                    t.truncate(w, overflow="ellipsis")
+                pad = " " * (w - t.cell_len)
+                parts = list(t.render(console))
             else:
-                line.append_text(t)
-                line.append(pad)
-            if i < len(self.columns) - 1:
-                line.append(" ")
-        return Strip(line.render(self.app.console), line.cell_len).adjust_cell_length(width, style)
+                if cell_len(cell) > w:
+                    cell = set_cell_size(cell, w - 1) + "…" if w > 1 else cell[:w]
+                pad = " " * (w - cell_len(cell))
+                parts = [Segment(cell, style)]
+            gap = pad + (" " if i < last else "")
+            if col.align == "right":
+                if pad:
+                    segments.append(Segment(pad, style))
+                segments.extend(parts)
+                if i < last:
+                    segments.append(Segment(" ", style))
+            else:
+                segments.extend(parts)
+                if gap:
+                    segments.append(Segment(gap, style))
+        return Strip(segments).adjust_cell_length(width, style)
 
 
 def _plain(v: str | Text) -> str:
