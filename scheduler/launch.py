@@ -78,7 +78,12 @@ class NodeSpec:
 
     @property
     def nproc(self) -> int:
-        return max(len(self.gpus), 1)  # zero-GPU jobs (CPU hosts, tests) run one process per node
+        """One process per GPU. A zero-GPU job (CPU hosts, tests, `headnode demo`) runs one per node,
+        or as many as its env asks with PET_NPROC_PER_NODE (torchrun's own name for that setting)."""
+        if self.gpus:
+            return len(self.gpus)
+        asked = self.env.get("PET_NPROC_PER_NODE", "1")
+        return int(asked) if asked.isdigit() and int(asked) > 0 else 1
 
 
 def run_dir(host: Host, job_id: int) -> str:
