@@ -46,7 +46,7 @@ class HostView:
     """A host as the policy sees it. Busy GPUs/ports are `used_*` plus those of the running jobs."""
 
     name: str
-    gpus: int  # usable GPUs in total (indices 0..gpus-1)
+    gpus: int | None  # usable GPUs in total (indices 0..gpus-1); None = not detected yet (none usable)
     used_gpus: frozenset[int] = frozenset()  # busy besides the running jobs' allocations (may overlap them)
     schedulable: bool = True  # up and not draining
     tags: frozenset[str] = frozenset()
@@ -97,7 +97,8 @@ def feasible(hosts: Iterable[HostView], job: PendingJob) -> str | None:
         return f"needs {job.nodes} nodes; a job runs on at least 1"
     if job.gpus_per_node < 0:
         return f"needs {job.gpus_per_node} GPUs per node; give 0 or more"
-    fit = sum(1 for h in hosts if _eligible(h, job) and h.gpus >= job.gpus_per_node)
+    # A host whose GPUs are not detected yet may have enough: only a probe can rule it out.
+    fit = sum(1 for h in hosts if _eligible(h, job) and (h.gpus is None or h.gpus >= job.gpus_per_node))
     if fit >= job.nodes:
         return None
     need = f"needs {job.nodes} host{'s' if job.nodes != 1 else ''}"
@@ -131,7 +132,7 @@ def schedule(
             if host in ports:
                 ports[host].add(port)
         releases.append((r.ends_at, r.id, r.allocation))
-    pool = _Pool({name: set(range(h.gpus)) - busy[name] for name, h in views.items()})
+    pool = _Pool({name: set(range(h.gpus or 0)) - busy[name] for name, h in views.items()})
 
     order = sorted(pending, key=lambda j: (-j.priority, j.submitted_at, j.id))
     # The fewest GPUs per node any job from position i on asks for: once no host has that many
@@ -274,11 +275,14 @@ def _reserve(
                 free = sim.get(host)
                 if free is not None:
                     was_ready = len(free) >= need
-                    free.update(g for g in gpus if g < views[host].gpus)
+                    free.update(g for g in gpus if g < (views[host].gpus or 0))
                     ready += not was_ready and len(free) >= need
         i = j
-    hosts = sorted((name for name, free in sim.items() if len(free) >= need), key=lambda n: (len(sim[n]), n))
-    # Reserve GPUs that are busy now before free ones, so that long jobs can still backfill the latter.
+    # Best fit at T as for a start now; then reserve GPUs that are busy now before free ones (and hosts
+    # with fewer free now), so that jobs without a short limit can still backfill the free ones.
+    hosts = sorted(
+        (name for name, free in sim.items() if len(free) >= need), key=lambda n: (len(sim[n]), len(pool.free[n]), n)
+    )
     return when, {
         host: tuple(sorted(sim[host], key=lambda g: (g in pool.free[host], g))[:need]) for host in hosts[:k]
     }
