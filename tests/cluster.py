@@ -30,11 +30,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 REGISTRY = Path(tempfile.gettempdir()) / "headnode-clusters"
 LOCK = REGISTRY / ".lock"
@@ -77,7 +78,7 @@ class Cluster:
     # --- building -------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, n: int = CLUSTER_DEFAULT_HOSTS, *, ready_timeout: float = 20.0) -> "Cluster":
+    def build(cls, n: int = CLUSTER_DEFAULT_HOSTS, *, ready_timeout: float = 20.0) -> Cluster:
         check_available()
         t0 = time.monotonic()
         REGISTRY.mkdir(exist_ok=True)
@@ -217,7 +218,7 @@ class Cluster:
         """A hosts.toml for these hosts; every host gets its own fresh workdir under `workdirs`."""
         lines = [
             "[cluster]", 'name = "test"', f"state_dir = {_toml(state_dir)}", "",
-            "[defaults]", 'user = "root"', f"python = {_toml(_venv_python())}",
+            "[defaults]", 'user = "root"', f"python = {_toml(sys.executable)}",
             f"identity_file = {_toml(self.client_key)}", f"known_hosts = {_toml(self.known_hosts)}",
             f"network_interface = {_toml(IFACE)}",
         ]
@@ -245,7 +246,7 @@ class Cluster:
                 p.wait(timeout=5)  # reap: they were SIGKILLed with their namespaces
         self._sshd.clear()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -353,14 +354,12 @@ def _is_zombie(pid: int) -> bool:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A 10.213.X.0/24 that no address or route on this machine overlaps (call under the lock)."""
-    taken = []
-    for cmd in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
-        for word in _run(cmd).stdout.split():
-            with contextlib.suppress(ValueError):
-                if "/" in word or word[0].isdigit():
-                    taken.append(ipaddress.ip_network(word, strict=False))
+    taken = [ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
+             for link in _ip_json("-4", "addr", "show") for a in link.get("addr_info", [])]
+    taken += [ipaddress.ip_network(r["dst"], strict=False)
+              for r in _ip_json("-4", "route", "show", "table", "all") if r.get("dst", "default") != "default"]
     candidates = [ipaddress.ip_network(SUBNET.format(x=x)) for x in range(1, 255)]
-    free = [n for n in candidates if not any(n.overlaps(t) for t in taken if t.prefixlen > 0)]
+    free = [n for n in candidates if not any(n.overlaps(t) for t in taken)]
     if not free:
         raise RuntimeError("no free 10.213.X.0/24 subnet left for a test cluster")
     return random.choice(free)
@@ -388,12 +387,6 @@ def _sshd_config(address: str, host_key: Path, authorized_keys: Path) -> str:
     ])
 
 
-def _venv_python() -> str:
-    import sys
-
-    return sys.executable
-
-
 def _toml(value: object) -> str:
     return json.dumps(str(value))  # a TOML basic string is a JSON string for these paths and names
 
@@ -414,8 +407,11 @@ def _netns_names() -> list[str]:
 
 
 def _link_names() -> list[str]:
-    out = _run(["ip", "-o", "link", "show"], check=False).stdout
-    return [line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line]
+    return [link["ifname"] for link in _ip_json("link", "show")]
+
+
+def _ip_json(*args: str) -> list[dict]:
+    return json.loads(_ip("-j", *args).stdout or "[]")
 
 
 def _netns_inode(ns: str) -> int | None:
@@ -476,8 +472,6 @@ def _tail(path: Path, n: int = 300) -> str:
 
 def main() -> None:
     """`python -m tests.cluster [N]`: a cluster to poke at by hand, removed on Ctrl-C."""
-    import sys
-
     n = int(sys.argv[1]) if len(sys.argv) > 1 else CLUSTER_DEFAULT_HOSTS
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` and `timeout` tear down too
     with Cluster.build(n) as c:

@@ -167,7 +167,8 @@ def test_hostile_paths_reach_the_hosts_as_plain_arguments_never_as_shell(cluster
     value = template.format(p=pwned)
     text = cluster_config.read_text()
     text = text.replace("[defaults]\n", f"[defaults]\nworkdir = {json.dumps(value)}\n", 1)
-    text = text.replace(f'name = "{cluster.hosts[0].name}"', f'name = "{cluster.hosts[0].name}"\npython = {json.dumps(value)}')
+    first = f'name = "{cluster.hosts[0].name}"'
+    text = text.replace(first, f"{first}\npython = {json.dumps(value)}")
     text = "\n".join(line for line in text.splitlines() if not line.startswith("workdir = \"/"))
     config = tmp_path / "hostile.toml"
     config.write_text(text + "\n")
