@@ -8,7 +8,8 @@
 - `local_config` (function): a localhost-only hosts.toml under tmp_path.
 
 Both config fixtures kill, at teardown, the job processes (HEADNODE_JOB_ID in their environment) that
-their test left behind, so a job never outlives its test.
+their test left behind, so a job never outlives its test; at the end of the session every job whose
+run dir lies under this session's temp dirs or that runs on a cluster host is killed too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ _build_seconds = pytest.StashKey[float]()
 def _no_ambient_config(monkeypatch):
     """A developer's $HEADNODE_CONFIG must not leak into tests: each test names its own config."""
     monkeypatch.delenv("HEADNODE_CONFIG", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_job_outlives_the_session(tmp_path_factory):
+    """A last sweep for jobs started from configs that tests wrote themselves under tmp_path."""
+    yield
+    kill_job_processes([tmp_path_factory.getbasetemp()])
 
 
 @pytest.fixture(scope="session")
