@@ -68,7 +68,11 @@ def sync(
 
     def one(host: Host) -> HostSync:
         with Store(store.path, actor=store.actor) as own:  # sqlite connections stay in their thread
-            r = _sync_host(own, executor, host, row, files, transport, on_sent)
+            try:
+                r = _sync_host(own, executor, host, row, files, transport, on_sent)
+            except BaseException as e:  # never leave a placement "syncing" with nobody syncing
+                set_placement(own, name, version, host.name, "absent", f"sync interrupted ({type(e).__name__}); sync again to resume")
+                raise
             old = before.get(host.name)
             if r.state == "unreachable":
                 r.state = old["state"] if old else "absent"
