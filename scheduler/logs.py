@@ -3,8 +3,9 @@
 Each node of an attempt writes `{run_dir}/attempt-{a}/node-{k}.log` on its host; torchrun prefixes
 its workers' lines with their global rank (launch.LOG_PREFIX_RE). A one-shot read is one round trip
 per host. A follow is one long-lived command per node (a tiny Python program on the host) that
-streams the file from a byte offset and ends by itself once the node's exit file exists and the log
-is drained, or when the head closes the stream; lines from all nodes are merged as they arrive.
+sends only what was appended since its last read, ends by itself once the node's exit file exists
+and the log is drained, or when the head closes the stream; lines from all nodes are merged as they
+arrive.
 """
 
 from __future__ import annotations
@@ -38,16 +39,16 @@ for p in sys.argv[1:]:
 json.dump(out, sys.stdout)
 """
 
-# Runs on the host: stream PATH from OFFSET until EXIT exists and PATH is drained, or stdin closes.
+# Runs on the host: stream PATH (waiting for it to appear) until EXIT exists and PATH is drained, or
+# until stdin closes (the head closed the stream: no reader is left behind on the host).
 FOLLOW_CODE = """
 import os, select, sys
-path, offset, exit_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, exit_path = sys.argv[1], sys.argv[2]
 out, f = sys.stdout.buffer, None
 while True:
     done = os.path.exists(exit_path)  # checked before reading: all written before it gets read below
     if f is None and os.path.exists(path):
         f = open(path, "rb")
-        f.seek(offset)
     while f is not None:
         chunk = f.read(1 << 16)
         if not chunk:
@@ -155,11 +156,14 @@ def follow(
 ) -> Iterator[Line]:
     """Lines as they are written, attempt after attempt, until the job has ended and every log of its
     last attempt is drained."""
-    followed = 0
+    followed, noted = 0, False
     while True:
         job = jobs.get(store, job_id)
         attempt = job["attempt"]
         logs = node_logs(store, job_id, attempt) if attempt > followed else []
+        if not logs and not followed and not noted and job["state"] == "PENDING":
+            warn(f"job {job_id} is PENDING ({job['reason']}); its logs follow once it starts")
+            noted = True
         if logs:
             if followed:
                 warn(f"attempt {attempt} started")
@@ -177,7 +181,7 @@ def _follow_attempt(store, executor, inventory, job_id, attempt, logs, rank, pol
     for n in logs:
         host = inventory.host(n.host)
         try:
-            s = executor.stream(host, [host.python, "-c", FOLLOW_CODE, n.log_path, "0", n.exit_path])
+            s = executor.stream(host, [host.python, "-c", FOLLOW_CODE, n.log_path, n.exit_path])
         except HostUnreachable as e:
             warn(f"node {n.node_rank} ({n.host}): cannot follow its log: {e}")
             continue

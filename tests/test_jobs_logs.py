@@ -204,7 +204,7 @@ def test_follow_waits_for_a_pending_job_and_goes_on_across_attempts(local):
     end(local, job_id)
     f.join()
     assert f.lines == ["[node 0 rank 0] first try", "[node 0 rank 0] second try"]
-    assert f.warnings == ["attempt 2 started"]
+    assert f.warnings == [f"job {job_id} is PENDING (waiting for resources); its logs follow once it starts", "attempt 2 started"]
 
 
 def test_follow_ends_when_the_job_ends_even_if_a_node_never_wrote_its_exit_file(local):
