@@ -106,6 +106,11 @@ def test_a_host_whose_gpus_are_not_detected_yet_takes_only_cpu_jobs():
     assert plan(placements) == {2: [("new", ())]}
 
 
+def test_a_cpu_job_behind_gpu_jobs_still_starts_when_every_gpu_is_taken():
+    queue = [PendingJob(1, gpus_per_node=1), PendingJob(2, gpus_per_node=0)]
+    assert plan(schedule(hosts("a", gpus=1), queue, [running(9, {"a": {0}})], NOW)) == {2: [("a", ())]}
+
+
 # --- order -----------------------------------------------------------------------------------------
 
 
@@ -139,6 +144,12 @@ def test_a_job_gets_the_lowest_port_free_on_all_of_its_hosts():
 def test_two_jobs_placed_in_one_pass_on_a_host_get_different_ports():
     placements = schedule(hosts("a", gpus=2), [PendingJob(1), PendingJob(2)], [], NOW, port_range=(40000, 40009))
     assert [p.nodes[0].port for p in placements] == [40000, 40001]
+
+
+def test_jobs_sharing_a_host_take_the_gaps_between_ports_in_use_first():
+    views = [HostView("a", 0, used_ports=frozenset({29500, 29502}))]
+    placements = schedule(views, [PendingJob(i, gpus_per_node=0) for i in (1, 2, 3)], [], NOW)
+    assert [p.nodes[0].port for p in placements] == [29501, 29503, 29504]
 
 
 def test_a_job_waits_when_its_hosts_have_no_common_free_port():
