@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState
 
-from scheduler import jobs
+from scheduler import jobs, lease
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
 from scheduler.store import TERMINAL_STATES, Store
@@ -73,6 +73,7 @@ class HeadnodeApp(App):
         self._executor_lock = threading.Lock()
         self._loop_stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
+        self._holder = lease.holder_id()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -116,14 +117,13 @@ class HeadnodeApp(App):
 
     def _overview_fetched(self, ov: queries.Overview) -> None:
         self.overview = ov
-        self.embedded = self._loop_thread is not None and self._loop_thread.is_alive()
+        # embedded: our thread runs the loop, or another thread of this process does (`headnode demo`)
+        self.embedded = (self._loop_thread is not None and self._loop_thread.is_alive()) or ov.holder == self._holder
         self.set_timer(self._overview_interval, self.refresh_overview)
 
     @work(thread=True, group="loop", exit_on_error=False)
     def start_loop(self) -> None:
         """Run the scheduler loop in a thread unless another loop holds the lease (then only read)."""
-        from scheduler import lease
-
         if self.embedded_loop is None and self.db.call(lease.active) is not None:
             return
         self._loop_thread = threading.Thread(target=self._run_loop, name="scheduler-loop")
@@ -287,12 +287,22 @@ class HeadnodeApp(App):
 
     @work(thread=True, group="data", exit_on_error=False)
     def data_action(self, kind: str, ref: str) -> None:
-        from scheduler.data import placement
+        """Sync a dataset version to every host, or verify every host's copy; placements update live."""
+        from scheduler.data import versions
 
-        self.call_from_thread(self.notify, f"{ref}: {kind} started")
-        fn = placement.sync if kind == "sync" else placement.verify
-        result = self.write(lambda store: fn(store, self.executor, self.inventory, ref))
-        self.call_from_thread(self._changed, f"{ref}: {kind} done: {result}")
+        row = self.db.call(versions.resolve, ref)
+        ref = f"{row['name']}@{row['version']}"
+        self.call_from_thread(self.notify, f"{ref}: {kind} started on {len(self.inventory.hosts)} host(s)")
+        if kind == "sync":
+            from scheduler.data.sync import sync as act
+        else:
+            from scheduler.data.verify import verify as act
+        results = self.write(lambda store: act(store, self.executor, list(self.inventory.hosts), row))
+        states: dict[str, int] = {}
+        for r in results:
+            states[r.state] = states.get(r.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        self.call_from_thread(self._changed, f"{ref}: {kind} done: {summary}")
 
 
 def build_app(inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
