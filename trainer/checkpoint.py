@@ -14,8 +14,11 @@ Two layouts, chosen once per run by probing whether all ranks see the same run d
 - shared (one node, or a shared filesystem): every rank writes its own shards (sharded DCP). Saving
   costs each rank only its part, and a run can resume with another parallelism or world size.
 - per-host run dirs (headnode's multi-host default: `{workdir}/runs/{job}` on each host): the full
-  state is gathered to rank 0, which alone writes it and, on resume, reads it and broadcasts it. A
-  retry must therefore place node 0 on the same host to resume (else it starts from step 0).
+  (unsharded) state is gathered on every rank and each host's local rank 0 writes a complete copy,
+  so any rank can resume from its own host's disk whichever node rank it gets next time. A run
+  resumes from the newest step that every host has; on new hosts it starts from step 0. Gathering
+  the full state costs a full copy of model and optimizer per device while saving: for models that
+  need FSDP across hosts, give the run a shared run dir instead.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,8 +37,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
-FULL_SAVE = StateDictOptions(full_state_dict=True, cpu_offload=True)
-FULL_LOAD = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True)
+FULL = StateDictOptions(full_state_dict=True)
 
 
 def _dist() -> bool:
@@ -98,7 +101,9 @@ class Checkpointer:
     def __init__(self, run_dir: str | os.PathLike, *, keep: int = 3, shared: bool = True):
         self.root = Path(run_dir) / "checkpoints"
         self.keep, self.shared = keep, shared
-        if _rank() == 0:
+        # One writer per distinct run dir: rank 0 when all share it, else each host's local rank 0.
+        self.writer = _rank() == 0 if shared else int(os.environ.get("LOCAL_RANK", "0")) == 0
+        if self.writer:
             self.root.mkdir(parents=True, exist_ok=True)
             for stale in self.root.glob("step-*.tmp"):  # left by a run killed while saving
                 shutil.rmtree(stale, ignore_errors=True)
@@ -108,19 +113,18 @@ class Checkpointer:
         """Collective: every rank calls it. Returns the final folder."""
         final = self.root / f"step-{step:08d}"
         tmp = final.with_name(final.name + ".tmp")
-        rank = _rank()
-        if rank == 0:
+        if self.writer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
-        msd, osd = get_state_dict(model, optimizer, options=None if self.shared else FULL_SAVE)
+        msd, osd = get_state_dict(model, optimizer, options=None if self.shared else FULL)
         if self.shared:
             dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
-        elif rank == 0:
+        elif self.writer:
             dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp, no_dist=True)
         rngs = _gather_rng()
         _barrier()
-        if rank == 0:
+        if self.writer:
             torch.save(rngs, tmp / "rng.pt")
             _write_durably(tmp / "trainer.json", json.dumps(state, indent=1, sort_keys=True))
             if final.exists():  # a resumed run re-saving the step it resumed from
@@ -133,36 +137,42 @@ class Checkpointer:
         return final
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
-        """Load the newest complete checkpoint into model and optimizer (collective); returns its
-        trainer.json, or None when there is none. Rank 0 decides, so all ranks load the same step."""
-        path = latest_checkpoint(self.root.parent) if _rank() == 0 else None
-        found = _broadcast(None if path is None else (str(path), read_trainer_state(path), torch.load(path / "rng.pt")))
-        if found is None:
+        """Load the newest checkpoint every writer has into model and optimizer (collective); returns
+        its trainer.json, or None when there is none."""
+        mine = {s for s, _ in complete_checkpoints(self.root.parent)} if self.writer else None
+        step = max(set.intersection(*[s for s in _all_gather(mine) if s is not None]), default=None)
+        if step is None:
             return None
-        path, state, rngs = Path(found[0]), found[1], found[2]
+        path = self.root / f"step-{step:08d}"
         if self.shared:
             msd, osd = get_state_dict(model, optimizer)
             dcp.load({"model": msd, "optim": osd}, checkpoint_id=path)
             set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd)
-        else:
-            msd, osd = get_state_dict(model, optimizer, options=FULL_SAVE)
-            if _rank() == 0:
+        else:  # every rank reads the full copy on its own host and keeps its part
+            msd, osd = get_state_dict(model, optimizer, options=FULL)
+            with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+                warnings.simplefilter("ignore", UserWarning)
                 dcp.load({"model": msd, "optim": osd}, checkpoint_id=path, no_dist=True)
-            set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=FULL_LOAD)
+            set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=FULL)
+        rngs = torch.load(path / "rng.pt")
         if _rank() < len(rngs):  # same world size: continue each rank's random stream exactly
             _set_rng(rngs[_rank()])
-        return state
+        return read_trainer_state(path)
+
+
+def _all_gather(obj) -> list:
+    if not _dist():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _gather_rng() -> list[dict]:
     mine = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         mine["cuda"] = torch.cuda.get_rng_state()
-    if not _dist():
-        return [mine]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, mine)
-    return out
+    return _all_gather(mine)
 
 
 def _set_rng(state: dict) -> None:
