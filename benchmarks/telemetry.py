@@ -34,7 +34,7 @@ from scheduler.hosts import sync_inventory  # noqa: E402
 from scheduler.inventory import Host, Inventory, Settings  # noqa: E402
 from scheduler.store import Store, dumps  # noqa: E402
 from scheduler.telemetry.collector import Collector, parse  # noqa: E402
-from scheduler.telemetry.ingest import Received, downsample  # noqa: E402
+from scheduler.telemetry.ingest import downsample  # noqa: E402
 
 HOSTS, GPUS = 256, 8
 INGEST_GOAL, SAMPLER_GOAL = 0.05, 0.01
@@ -72,15 +72,13 @@ def bench_ingest(seconds: int) -> float:
         _running_jobs(store, inv)
         c = Collector(inv, store=True)  # never started, so it never connects: lines are fed in below
         t0 = time.time()
-        c._started_at = t0
         per_window = []
         cpu0 = time.process_time()
         window = time.process_time()
         for s in range(seconds):
             now = t0 + s
             for h, line in zip(hosts, lines[s % len(lines)]):
-                c._last_seen[h.name] = now
-                c._queue.put(Received(h.name, now, parse(line)))
+                c.receive(h.name, parse(line), now)
             c.tick(store, now)
             if (s + 1) % 60 == 0:
                 per_window.append((time.process_time() - window) / 60)

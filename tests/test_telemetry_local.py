@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import cli, inventory
+from scheduler.hosts import sync_inventory
 from scheduler.store import Store, loads
 from scheduler.telemetry import prometheus
 from scheduler.telemetry.attribution import FOREIGN, STALE, attribute
@@ -165,3 +166,22 @@ def test_metrics_serve_on_a_busy_port_is_one_sentence(inv, capsys):
         port = s.getsockname()[1]
         assert cli.main(["metrics", "serve", "--port", str(port), "--config", str(inv.path)]) == 2
     assert capsys.readouterr().err.startswith(f"headnode: cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_silent_host_is_marked_down_after_the_timeout_and_up_on_its_next_sample(inv, store):
+    c = Collector(inv)  # not started: the test feeds samples and runs the writer's steps itself
+    sync_inventory(store, inv)  # as the writer does when it starts
+    t0 = time.time()
+    c.receive("localhost", gpu_sample(), t0)
+    c.tick(store, t0)
+    store_state = lambda: store.one("SELECT state, reason FROM hosts WHERE name = 'localhost'")  # noqa: E731
+    assert store_state() == {"state": "up", "reason": None}
+    c.tick(store, t0 + inv.settings.down_after)  # silent, but not for longer than the timeout
+    assert store_state()["state"] == "up"
+    c.tick(store, t0 + inv.settings.down_after + 1)
+    assert store_state() == {"state": "down", "reason": "no telemetry for 4 s"}
+    c.receive("localhost", gpu_sample(), t0 + 10)
+    c.tick(store, t0 + 10)
+    assert store_state()["state"] == "up"
+    events = store.query("SELECT what FROM events WHERE object = 'host:localhost' ORDER BY id")
+    assert [e["what"] for e in events] == ["up", "down", "up"]

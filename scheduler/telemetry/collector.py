@@ -105,15 +105,19 @@ class Collector:
 
     # --- readers: one per host ----------------------------------------------------------------
 
-    def _receive(self, host: str, sample: dict) -> None:
-        now = time.time()
+    def receive(self, host: str, sample: dict, now: float | None = None) -> None:
+        """Queue one sample for the writer (readers call it; benchmarks feed synthetic streams)."""
+        now = time.time() if now is None else now
         self._last_seen[host] = now
         self._queue.put(Received(host, now, sample))
 
     def _local(self, host: Host) -> None:
         sampler = Sampler(host.path())
         while not self._stop.wait(self.settings.telemetry_interval):
-            self._receive(host.name, sampler.sample())
+            try:
+                self.receive(host.name, sampler.sample())
+            except Exception as e:  # the host turns down with this reason rather than the thread dying
+                self._errors[host.name] = f"sampling failed: {type(e).__name__}: {e}"
 
     def _remote(self, host: Host) -> None:
         argv = sampler_argv(host, self.settings.telemetry_interval)
@@ -131,11 +135,11 @@ class Collector:
                     for line in stream:
                         sample = parse(line)
                         if sample is not None:
-                            self._receive(host.name, sample)
+                            self.receive(host.name, sample)
                             backoff = BACKOFF_MIN
                     self._errors[host.name] = "the sampler exited (is the host's python able to run it?)"
-                except HostUnreachable as e:
-                    self._errors[host.name] = str(e)
+                except Exception as e:  # HostUnreachable, or the transport failing under us
+                    self._errors[host.name] = str(e) or type(e).__name__
                 finally:
                     with self._lock:
                         self._streams.pop(host.name, None)
@@ -162,7 +166,7 @@ class Collector:
 
     def tick(self, store: Store | None, now: float) -> int:
         """One writer step: ingest, up/down, hang checks, and retention once a minute."""
-        written = self.flush(store, self._idle_since, now)
+        written = self.flush(store, now)
         if store is not None:
             if now - self._last_hang_check >= min(HANG_CHECK_EVERY, self.settings.hang_after / 10):
                 hang.check_hangs(store, self.settings, now)
@@ -172,7 +176,7 @@ class Collector:
                 self._last_retention = now
         return written
 
-    def flush(self, store: Store | None, idle_since: dict, now: float) -> int:
+    def flush(self, store: Store | None, now: float) -> int:
         """Ingest what arrived and record up/down changes; returns the rows written."""
         batch: list[Received] = []
         while True:
@@ -182,7 +186,7 @@ class Collector:
                 break
         for r in batch:
             self.latest[r.host] = r
-        written = ingest(store, batch, idle_since) if store is not None and batch else 0
+        written = ingest(store, batch, self._idle_since) if store is not None and batch else 0
         for host in self.inventory.hosts:
             change = self._transition(host.name, now)
             if change is not None:
