@@ -35,11 +35,6 @@ def run(config: Path, *argv: str) -> int:
     return main(["--config", str(config), *argv])
 
 
-def submit(config: Path, *argv: str) -> int:
-    assert run(config, "submit", "--json", *argv) == 0
-    return 0
-
-
 def new_job(store: Store, config: Path, **kw) -> int:
     from scheduler import inventory
 

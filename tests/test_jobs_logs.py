@@ -12,7 +12,7 @@ import pytest
 from scheduler import inventory, jobs, logs
 from scheduler.cli import main
 from scheduler.execute import Executor
-from scheduler.store import Store, dumps
+from scheduler.store import Store
 
 NODE0 = ["[rank0]:step 1 loss 4.2", "[rank1]:step 1 loss 4.3", "torchrun: all workers started"]
 NODE1 = ["[rank2]:step 1 loss 4.1", "[rank3]:$(touch pwned) `id` stays text"]
