@@ -210,3 +210,18 @@ def test_a_process_caught_between_fork_and_exec_is_read_again(tmp_path):
     assert s.jobs(1.0) == {}
     environ.write_bytes(b"PATH=/bin\0HEADNODE_JOB_ID=7\0")  # the exec happened
     assert s.jobs(1.0) == {"7": {"pids": [300], "cpu_percent": 0.0}}
+
+
+def test_the_sampler_exits_when_nobody_reads_it_any_more():
+    """After a cut link the head has moved on, but sshd may keep this session for many minutes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SOURCE, "--interval", "0.001", "--stall-after", "1"],
+        stdin=subprocess.PIPE,  # kept open: only the blocked stdout can tell
+        stdout=subprocess.PIPE,  # never read, so the pipe fills and the write blocks
+    )
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.stdout.close()

@@ -329,6 +329,22 @@ def _exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+class _StallWatch:
+    """Exit when a write has blocked for `limit` seconds. After a network cut the head gives up on
+    this session and starts another sampler, but sshd here only learns of it when TCP times out
+    (many minutes): meanwhile the pipe fills and the write blocks. Nobody reads us any more."""
+
+    def __init__(self, limit: float):
+        self.limit, self.since = limit, None
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.limit / 4))
+            if self.since is not None and time.monotonic() - self.since > self.limit:
+                os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -336,22 +352,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--workdir", default=".")
     p.add_argument("--once", action="store_true", help="print one sample and exit")
+    p.add_argument("--stall-after", type=float, default=30.0, help="exit when a write blocks this long")
     args = p.parse_args(argv)
     sampler = Sampler(args.workdir)
     if args.once:
         time.sleep(min(args.interval, 0.25))  # CPU percent needs a window
     else:
         _exit_when_stdin_closes()
+    watch = _StallWatch(args.stall_after)
     deadline = time.monotonic()
     while True:
         sample = sampler.sample()
         sample["self_cpu_s"] = time.process_time()  # the sampler's own cost, for benchmarks
         line = json.dumps(sample, separators=(",", ":"))
+        watch.since = time.monotonic()
         try:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         except (BrokenPipeError, OSError):
             os._exit(0)
+        watch.since = None
         if args.once:
             return 0
         deadline += args.interval
