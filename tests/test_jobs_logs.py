@@ -265,3 +265,22 @@ def _readers(cluster, host: str, log: Path) -> list[int]:
         if str(log).encode() in cmdline:
             out.append(pid)
     return out
+
+
+def test_a_follow_ends_when_the_job_ends_though_a_host_was_cut_mid_follow(cluster, cluster_config):
+    node0, node1 = cluster.hosts[0].name, cluster.hosts[1].name
+    job_id, (log0, log1) = launch(cluster_config, [node0, node1])
+    f = Follower(cluster_config, job_id)
+    write(log0, NODE0[:1])
+    write(log1, NODE1[:1])
+    f.wait_for(2)
+    cluster.cut(node1)
+    try:
+        write(log0, NODE0[1:2])
+        f.wait_for(3)
+        exited(log0)
+        end(cluster_config, job_id, "FAILED")  # the loop's verdict: NODE_LOST
+        f.join(timeout=logs.DRAIN_GRACE + 20)
+    finally:
+        cluster.heal(node1)
+    assert sorted(f.lines) == sorted([MERGED[0], MERGED[1], MERGED[3]])
