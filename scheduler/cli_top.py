@@ -59,13 +59,16 @@ def cmd_top(args, ctx) -> int:
     if args.once:
         return _show(args, lambda: view.from_samples(inv, sample_once(inv, ctx.executor, list(inv.hosts)), live_jobs(store)), interval)
     with Collector(inv, store=False, executor=ctx.executor) as c:
-        time.sleep(min(interval, 1.0) + 0.5)  # the first samples
+        first = time.monotonic() + inv.settings.down_after
+        while len(_collected(c)) < len(inv.hosts) and time.monotonic() < first:
+            time.sleep(0.1)  # the first frame shows every host that answers at all
         return _show(args, lambda: view.from_samples(inv, _collected(c), live_jobs(store)), interval)
 
 
 def _collected(c) -> dict:
+    """What the collector has: a sample per host, or the reason it is down."""
     got = dict(c.latest)
-    for name, (state, reason) in c.state.items():
+    for name, (state, reason) in list(c.state.items()):
         if state == "down":
             got[name] = reason
     return got

@@ -67,7 +67,8 @@ class Collector:
         self._started_at = 0.0
         self._idle_since: dict[tuple[str, int], float] = {}
         self._last_retention = self._last_hang_check = 0.0
-        # What the writer publishes for readers in this process (`top` without a store).
+        # The present, for readers in this process (`top` without a store): the newest sample per
+        # host, and the up/down state the writer decided.
         self.latest: dict[str, Received] = {}
         self.state: dict[str, tuple[str, str]] = {}
 
@@ -109,7 +110,8 @@ class Collector:
         """Queue one sample for the writer (readers call it; benchmarks feed synthetic streams)."""
         now = time.time() if now is None else now
         self._last_seen[host] = now
-        self._queue.put(Received(host, now, sample))
+        self.latest[host] = r = Received(host, now, sample)
+        self._queue.put(r)
 
     def _local(self, host: Host) -> None:
         sampler = Sampler(host.path())
@@ -184,8 +186,6 @@ class Collector:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        for r in batch:
-            self.latest[r.host] = r
         written = ingest(store, batch, self._idle_since) if store is not None and batch else 0
         for host in self.inventory.hosts:
             change = self._transition(host.name, now)

@@ -48,12 +48,15 @@ def from_store(store: Store, inventory: Inventory) -> dict:
 
 
 def from_samples(inventory: Inventory, got: dict[str, Received | str], live: set[str] | None = None) -> dict:
-    """`got` maps a host to its sample, or to why there is none (that host is down)."""
+    """`got` maps a host to its sample, or to why there is none (that host is down); a host not in
+    it has not answered yet."""
     out = []
     for h in inventory.hosts:
-        r = got.get(h.name, "not sampled yet")
+        r = got.get(h.name)
         if isinstance(r, Received):
             out.append(host_entry(h.name, "up", None, host_record(r), r.sample.get("gpus", []), live))
+        elif r is None:
+            out.append(host_entry(h.name, "unknown", "no sample yet", None, [], live))
         else:
             out.append(host_entry(h.name, "down", r, None, [], live))
     return {"hosts": out}
