@@ -185,3 +185,16 @@ def test_a_silent_host_is_marked_down_after_the_timeout_and_up_on_its_next_sampl
     assert store_state()["state"] == "up"
     events = store.query("SELECT what FROM events WHERE object = 'host:localhost' ORDER BY id")
     assert [e["what"] for e in events] == ["up", "down", "up"]
+
+
+def test_top_json_gpu_entries_carry_the_design_fields(inv):
+    from scheduler.telemetry.sampler import Sampler
+    from scheduler.telemetry.view import from_samples
+    from tests.test_telemetry_sampler import FIXTURE, FakeNVML
+
+    sample = Sampler(nvml=FakeNVML(json.loads(FIXTURE.read_text()), pids={41872: os.getpid()})).sample()
+    (host,) = from_samples(inv, {"localhost": Received("localhost", time.time(), sample)}, live=set())["hosts"]
+    gpu0 = host["gpus"][0]
+    assert {"index", "name", "util", "mem_used", "mem_total", "temp", "power", "pstate", "processes"} <= gpu0.keys()
+    assert gpu0["processes"] == [{"pid": os.getpid(), "job": None, "mem_used": 70144491520, "flag": "foreign"}]
+    assert [g["pstate"] for g in host["gpus"]] == [0, 0, None]
