@@ -15,6 +15,9 @@ import pytest
 from scheduler.cli import main
 
 HEADNODE = str(Path(sys.executable).with_name("headnode"))  # the installed console script
+# The --json fields scripts rely on (DESIGN.md): more may be added, none of these renamed.
+HOSTS_FIELDS = {"name", "address", "state", "gpus", "gpus_in_use", "tags"}
+PROBE_FIELDS = {"name", "ok", "reason", "python", "torch", "cuda", "driver", "gpus", "disk_free_bytes"}
 
 
 def run_json(capsys, *argv: str) -> tuple[int, object]:
@@ -30,8 +33,12 @@ def test_probe_reports_every_host_ok_with_its_python_and_torch_versions(cluster,
         (h.name, True, None, platform.python_version(), version("torch")) for h in cluster.hosts
     ]
     assert all(e["disk_free_bytes"] > 0 for e in entries)
+    assert all(PROBE_FIELDS <= e.keys() for e in entries)
     _, hosts = run_json(capsys, "hosts", "--config", str(cluster_config))
-    assert [(h["name"], h["state"], h["gpus"]) for h in hosts] == [(h.name, "up", 2) for h in cluster.hosts]
+    assert [(h["name"], h["address"], h["state"], h["gpus"], h["gpus_in_use"]) for h in hosts] == [
+        (h.name, h.address, "up", 2, 0) for h in cluster.hosts
+    ]
+    assert all(HOSTS_FIELDS <= h.keys() for h in hosts)
 
 
 def test_a_cut_host_is_reported_unreachable_within_its_timeout_while_the_others_stay_ok(
