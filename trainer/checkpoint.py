@@ -118,10 +118,8 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         _barrier()
         msd, osd = get_state_dict(model, optimizer, options=None if self.shared else FULL)
-        if self.shared:
-            dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
-        elif self.writer:
-            dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp, no_dist=True)
+        if self.shared or self.writer:
+            _dcp(dcp.save, {"model": msd, "optim": osd}, tmp, collective=self.shared)
         rngs = _gather_rng()
         _barrier()
         if self.writer:
@@ -146,13 +144,11 @@ class Checkpointer:
         path = self.root / f"step-{step:08d}"
         if self.shared:
             msd, osd = get_state_dict(model, optimizer)
-            dcp.load({"model": msd, "optim": osd}, checkpoint_id=path)
+            _dcp(dcp.load, {"model": msd, "optim": osd}, path, collective=True)
             set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd)
         else:  # every rank reads the full copy on its own host and keeps its part
             msd, osd = get_state_dict(model, optimizer, options=FULL)
-            with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-                warnings.simplefilter("ignore", UserWarning)
-                dcp.load({"model": msd, "optim": osd}, checkpoint_id=path, no_dist=True)
+            _dcp(dcp.load, {"model": msd, "optim": osd}, path, collective=False)
             set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=FULL)
         rngs = torch.load(path / "rng.pt")
         if _rank() < len(rngs):  # same world size: continue each rank's random stream exactly
@@ -166,6 +162,16 @@ def _all_gather(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def _dcp(fn, state: dict, path: Path, *, collective: bool) -> None:
+    """dcp.save / dcp.load, by all ranks together or by this process alone."""
+    if collective and _dist():
+        fn(state, checkpoint_id=path)
+        return
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        fn(state, checkpoint_id=path, no_dist=True)
 
 
 def _gather_rng() -> list[dict]:
