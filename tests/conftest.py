@@ -53,6 +53,16 @@ def cluster(request) -> Cluster:
     c.close()
 
 
+@pytest.fixture(autouse=True)
+def _every_host_healed_after_each_test(request):
+    """A test that fails between cut() and heal() must not leave a host down for the next ones."""
+    yield
+    c = request.node.funcargs.get("cluster")
+    if c is not None:
+        for h in c.hosts:
+            c.heal(h.name)
+
+
 @pytest.fixture
 def cluster_config(cluster: Cluster, tmp_path: Path) -> Path:
     path = cluster.write_config(tmp_path / "hosts.toml", state_dir=tmp_path / "state", workdirs=tmp_path / "hosts")
