@@ -78,6 +78,7 @@ def test_top_once_json_shows_every_host_with_cpu_memory_and_no_gpus(inv, cluster
         assert h["gpus"] == [] and "NVML" in h["nvml"]
 
 
+@pytest.mark.slow
 def test_a_cut_host_turns_down_within_the_timeout_and_up_after_healing(inv, store, cluster):
     name = cluster.hosts[1].name
     state = lambda: store.one("SELECT state, reason FROM hosts WHERE name = ?", (name,))  # noqa: E731
