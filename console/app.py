@@ -62,12 +62,12 @@ class HeadnodeApp(App):
     embedded: reactive[bool] = reactive(False)
 
     def __init__(self, inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
-                 job: int | None = None, overview_interval: float = 1.0) -> None:
+                 job: int | None = None, on_job_end: str | None = None, overview_interval: float = 1.0) -> None:
         super().__init__()
         self.inventory = inventory
         self.embedded_loop = embedded_loop
         self.db = StoreThread(inventory.state_dir)
-        self._start_mode, self._start_job = mode, job
+        self._start_mode, self._start_job, self._on_job_end = mode, job, on_job_end
         self._overview_interval = overview_interval
         self._executor = None
         self._executor_lock = threading.Lock()
@@ -151,6 +151,12 @@ class HeadnodeApp(App):
             self.notify(text, severity="error", timeout=10)
 
     # --- navigation ---------------------------------------------------------------------------
+
+    def job_ended(self, job: dict) -> None:
+        """A job being watched has just ended: say how, and what to do next when the caller said."""
+        text = f"job {job['id']} ended {job['state']}: {job['reason']}"
+        severity = "information" if job["state"] == "SUCCEEDED" else "error"
+        self.notify(text + (f"; {self._on_job_end}" if self._on_job_end else ""), severity=severity, timeout=60)
 
     def open_job(self, job_id: int) -> None:
         self.push_screen(JobScreen(int(job_id)))
@@ -306,7 +312,8 @@ class HeadnodeApp(App):
 
 
 def build_app(inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
-              job: int | None = None) -> HeadnodeApp:
+              job: int | None = None, on_job_end: str | None = None) -> HeadnodeApp:
     """The console for this inventory. embedded_loop: None runs the loop here when no other loop
-    holds the lease, True always tries, False never (read and write intents only)."""
-    return HeadnodeApp(inventory, embedded_loop=embedded_loop, mode=mode, job=job)
+    holds the lease, True always tries, False never (read and write intents only). job: open on
+    that job; on_job_end: a hint added to the notice when a watched job ends."""
+    return HeadnodeApp(inventory, embedded_loop=embedded_loop, mode=mode, job=job, on_job_end=on_job_end)

@@ -126,7 +126,8 @@ def _console(inventory: Inventory, job_id: int) -> None:
     see the run to its end), so the console embeds none; its header still says "embedded"."""
     from console.app import build_app
 
-    build_app(inventory, embedded_loop=False, job=job_id).run()
+    hint = "press q to leave the console and see a sample of the text it learned to write"
+    build_app(inventory, embedded_loop=False, job=job_id, on_job_end=hint).run()
 
 
 def follow(store: Store, job_id: int, *, quiet: bool) -> dict:

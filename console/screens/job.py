@@ -22,7 +22,7 @@ from .base import PolledScreen
 NODE_COLUMNS = [
     Column("NODE", 4, "right"),
     Column("HOST", 0),
-    Column("GPUS", 7, fmt=lambda v: ",".join(map(str, v)) or "cpu"),
+    Column("GPUS", 5, fmt=lambda v: ",".join(map(str, v)) or "cpu"),
     Column("PORT", 5, "right"),
     Column("STATE", 8, fmt=fmt.state),
     Column("EXIT", 4, "right"),
@@ -69,6 +69,7 @@ class JobScreen(PolledScreen):
         self.detail: queries.JobDetail | None = None
         self._follower: LogFollower | None = None
         self._metrics_at: tuple[str, str, int] | None = None  # (host, run_dir, offset) of rank 0's metrics
+        self._metrics_done = False
         self._lines: list = []
         self._node: int | None = None
         self._rank: int | None = None
@@ -97,8 +98,9 @@ class JobScreen(PolledScreen):
         """The store read, then the new metrics lines from rank 0's host (over SSH when remote)."""
         detail = self.app.db.call(self.fetch)
         rank0 = next((n for n in detail.nodes if n["node_rank"] == 0 and n["run_dir"]), None) if detail else None
-        if rank0 is None:
+        if rank0 is None or self._metrics_done:
             return detail, []
+        self._metrics_done = detail.job["state"] in TERMINAL_STATES  # one last read after the end
         host, run_dir, offset = self._metrics_at or (None, None, 0)
         if (host, run_dir) != (rank0["host"], rank0["run_dir"]):
             offset = 0
@@ -111,7 +113,11 @@ class JobScreen(PolledScreen):
         if detail is None:
             self.query_one("#job-summary", Static).update(f"job {self.job_id} not found")
             return
+        was = self.detail.job["state"] if self.detail else None
         self.detail = detail
+        state = detail.job["state"]
+        if was is not None and was not in TERMINAL_STATES and state in TERMINAL_STATES:
+            self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}
