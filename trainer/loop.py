@@ -53,7 +53,6 @@ class StopFlag:
 class Trainer:
     def __init__(self, args):
         self.args = a = args
-        self.stop = StopFlag()
         self.device = self._init_distributed()
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
@@ -151,6 +150,7 @@ class Trainer:
     def run(self) -> bool:
         """Train to max_steps; False when a signal stopped it first (after a checkpoint)."""
         a = self.args
+        self.stop = StopFlag()  # from here on a signal means "checkpoint and leave", not "die"
         state = self.ckpt.resume(self.model, self.optimizer)
         if state is not None:
             self.step, self.tokens = state["step"], state["tokens"]
