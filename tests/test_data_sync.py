@@ -5,6 +5,7 @@ The hosts share this machine's filesystem, so a test damages a host's copy by wr
 
 from __future__ import annotations
 
+import os
 import shutil
 import sysconfig
 from pathlib import Path
@@ -110,6 +111,20 @@ def test_an_interrupted_sync_resumes_without_resending_completed_shards(env):
     [resumed] = sync(store, ex, [node0], row, transport="sftp")
     assert resumed.state == "verified" and resumed.kept == 2
     assert not set(resumed.sent) & set(landed) and len(resumed.sent) + 2 == len(list(Path(row["path"]).iterdir()))
+
+
+def test_rsync_replaces_a_damaged_shard_that_kept_its_size_and_mtime(env):
+    inv, store, ex, row = env
+    node0 = inv.host("node0")
+    sync(store, ex, [node0], row, transport="rsync")
+    shard = copy_on(inv, "node0", row) / "train-00001.bin"
+    st = shard.stat()
+    flip_byte(shard)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot leaves no trace in the metadata
+    [checked] = verify(store, ex, [node0], row)
+    assert checked.bad == {"train-00001.bin": "hash mismatch"}
+    [healed] = sync(store, ex, [node0], row, transport="rsync")
+    assert (healed.state, healed.sent) == ("verified", ["train-00001.bin"])
 
 
 def test_rsync_sends_only_the_shards_a_host_lacks(env):

@@ -154,7 +154,9 @@ def _transport(wanted: str, host: Host, remote_rsync: bool) -> str:
 
 def _rsync(executor: Executor, host: Host, head: Path, remote_dir: str, need: list[str]) -> None:
     argv = [
-        "rsync", "--times", "--partial-dir", RSYNC_PARTIAL, "--files-from=-",
+        # --ignore-times: these files failed their hash; rsync's own size+mtime check would skip a
+        # damaged file that kept both (bit rot, or a write within the same second).
+        "rsync", "--times", "--ignore-times", "--partial-dir", RSYNC_PARTIAL, "--files-from=-",
         "-e", shlex.join(executor.ssh_command(host)),
         f"{head}/", f"{executor.target(host)}:{remote_dir}/",
     ]  # fmt: skip
