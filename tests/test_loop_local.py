@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -25,7 +26,10 @@ FAST = "\n[scheduler]\ncycle_interval = 0.2\ngrace_period = 1\nlease_ttl = 3\nno
 
 @pytest.fixture
 def inv(local_config: Path) -> inventory.Inventory:
-    local_config.write_text(local_config.read_text() + FAST)
+    # localhost's ports are shared with everything else on this machine: a random range keeps
+    # parallel test runs from taking each other's rendezvous port.
+    low = random.randrange(20000, 60000, 100)
+    local_config.write_text(local_config.read_text() + FAST + f"port_range = [{low}, {low + 99}]\n")
     return inventory.load(local_config)
 
 
