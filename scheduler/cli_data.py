@@ -22,6 +22,7 @@ def register(sub) -> None:
     pr.add_argument("--shard-tokens", type=int, default=None, metavar="T", help="tokens per shard (default 16Mi)")
     pr.add_argument("--val-fraction", type=float, default=None, metavar="F", help="share of documents held out for validation (default 0.01)")
     pr.add_argument("--include", action="append", metavar="GLOB", help="in directories, only files matching GLOB (repeatable; default all text files)")
+    pr.add_argument("--exclude", action="append", metavar="GLOB", help="in directories, skip files and directories matching GLOB (repeatable)")
     pr.add_argument("--text-field", default="text", metavar="FIELD", help="the text field of JSON-lines records (default text)")
     pr.add_argument("--workers", type=int, default=None, metavar="N", help="tokenizer processes (default: all cores when the input is big enough)")
     add_json(pr)
@@ -74,6 +75,7 @@ def cmd_prepare(args, ctx) -> int:
         args.name,
         tokenizer=args.tokenizer,
         include=args.include,
+        exclude=args.exclude,
         text_field=args.text_field,
         workers=args.workers,
         **kw,

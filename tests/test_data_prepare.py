@@ -114,6 +114,11 @@ def test_include_globs_select_files_inside_directories(store, corpus):
     assert r.documents == 1
 
 
+def test_exclude_globs_skip_files_and_whole_directories(store, corpus):
+    r = prep.prepare(store, [str(corpus)], "c", exclude=["sub", "doc0*"], val_fraction=0)
+    assert r.documents == 2  # doc10.txt and doc11.txt
+
+
 def test_binary_files_inside_directories_are_skipped_and_reported(store, corpus):
     (corpus / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
     r = prep.prepare(store, [str(corpus)], "c")

@@ -72,6 +72,7 @@ def prepare(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     include: list[str] | None = None,
+    exclude: list[str] | None = None,
     text_field: str = "text",
     workers: int | None = None,
     progress: bool | None = None,
@@ -84,7 +85,7 @@ def prepare(
         raise UserError(f"--shard-tokens {shard_tokens} is too small", None, "give a positive number of tokens per shard")
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction} is out of range", None, "give a fraction from 0 (no val split) to below 1")
-    tasks = sources.plan(srcs, include)
+    tasks = sources.plan(srcs, include, exclude)
     tok = tokenizers.parse(tokenizer)
     if isinstance(tok, tokenizers.TrainBPE):
         tok = tokenizers.train_bpe(tok.vocab_size, _training_documents(tasks, text_field))
@@ -103,7 +104,7 @@ def prepare(
         manifest.extra = {
             "sources": sources.lineage(srcs, [t for t, _ in stream.used], [d for _, d in stream.used]),
             "stats": stream.stats(),
-            "prepared_with": {"shard_tokens": shard_tokens, "val_fraction": val_fraction, "include": include, "text_field": text_field},
+            "prepared_with": {"shard_tokens": shard_tokens, "val_fraction": val_fraction, "include": include, "exclude": exclude, "text_field": text_field},
         }
         if tok.file_json is not None:
             (tmp / tokenizers.TOKENIZER_FILE).write_text(tok.file_json)

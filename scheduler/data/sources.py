@@ -32,15 +32,16 @@ class Task:
     explicit: bool  # named on the command line: a binary file there is an error, not a skip
 
 
-def plan(srcs: list[str], include: list[str] | None = None) -> list[Task]:
-    """Expand the sources into tasks, in a stable order (arguments as given, directories sorted)."""
+def plan(srcs: list[str], include: list[str] | None = None, exclude: list[str] | None = None) -> list[Task]:
+    """Expand the sources into tasks, in a stable order (arguments as given, directories sorted).
+    Globs match a file's name or its path relative to the SRC; an excluded directory is not entered."""
     tasks: list[Task] = []
     for i, src in enumerate(srcs):
         p = Path(src)
         if not p.exists():
             raise UserError(f"source {src} does not exist", None, "check the path")
         if p.is_dir():
-            files = list(_walk(p, include or ["*"]))
+            files = list(_walk(p, include or ["*"], exclude or []))
             if not files:
                 globs = " ".join(include or ["*"])
                 raise UserError(f"source {src} holds no files matching {globs}", None, "check the path or --include")
@@ -53,16 +54,20 @@ def plan(srcs: list[str], include: list[str] | None = None) -> list[Task]:
     return tasks
 
 
-def _walk(root: Path, include: list[str]):
+def _walk(root: Path, include: list[str], exclude: list[str]):
     # Hidden entries (.git, .venv) are never corpus; symlinked directories could loop.
+    def matches(path: Path, globs: list[str]) -> bool:
+        rel = path.relative_to(root).as_posix()
+        return any(fnmatch.fnmatch(path.name, g) or fnmatch.fnmatch(rel, g) for g in globs)
+
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not matches(here / d, exclude))
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
+            path = here / name
             if name.startswith(".") or not path.is_file():
                 continue
-            if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in include):
+            if matches(path, include) and not matches(path, exclude):
                 yield path
 
 
