@@ -78,13 +78,6 @@ def cluster(store: Store, inventory: Inventory) -> Cluster:
     host_stats = {h: (cpu, mem) for h, cpu, mem in _plain(store).execute(
         "SELECT host, json_extract(sample, '$.cpu_percent'), json_extract(sample, '$.mem_percent')"
         " FROM latest WHERE gpu = -1")}
-    for h in inventory.hosts:
-        r = rows.get(h.name) or {}
-        st = "draining" if r.get("draining") else r.get("state") or "unknown"
-        cpu, mem = host_stats.get(h.name, (None, None))
-        total = h.gpus if h.gpus is not None else r.get("gpus_detected")
-        jobs = sorted(set(used.get(h.name, {}).values()))
-        hosts[h.name] = (h.name, st, (len(used.get(h.name, {})), total), cpu, mem, " ".join(map(str, jobs)))
     for host, g, name, util, mem_used, mem_total, temp, power, procs in _plain(store).execute(
         "SELECT host, gpu, json_extract(sample, '$.name'), json_extract(sample, '$.util'),"
         " json_extract(sample, '$.mem_used'), json_extract(sample, '$.mem_total'), json_extract(sample, '$.temp'),"
@@ -95,6 +88,16 @@ def cluster(store: Store, inventory: Inventory) -> Cluster:
             job = next((p.get("job") for p in json.loads(procs) if p.get("job") is not None), None)
         gpus[(host, g)] = (g, name or "", util, (mem_used, mem_total), temp, power, job)
         samples[(host, g)] = util
+    seen = {h for h, _ in gpus}
+    for h in inventory.hosts:
+        r = rows.get(h.name) or {}
+        st = "draining" if r.get("draining") else r.get("state") or "unknown"
+        cpu, mem = host_stats.get(h.name, (None, None))
+        total = h.gpus if h.gpus is not None else r.get("gpus_detected")
+        if total is None and h.name in host_stats:  # telemetry answers for the host: it sees no GPU at all
+            total = sum(1 for host, _ in gpus if host == h.name) if h.name in seen else 0
+        jobs = sorted(set(used.get(h.name, {}).values()))
+        hosts[h.name] = (h.name, st, (len(used.get(h.name, {})), total), cpu, mem, " ".join(map(str, jobs)))
     return Cluster(hosts, gpus, samples)
 
 

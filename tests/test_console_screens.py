@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from console.app import build_app
+from console.screens.job import JobScreen
 from console.widgets.line_table import LineTable
 from console.widgets.loss_chart import LossChart
 from tests.console_synthetic import screen_text, settle, synthetic  # noqa: F401 (fixture)
@@ -39,7 +40,8 @@ async def test_number_keys_switch_screens_and_esc_returns_from_a_job(synthetic):
         assert "job 50 run-00050  RUNNING" in screen_text(app)
         await pilot.press("escape")
         await settle(pilot)
-        assert app.screen.tab == "queue" and "job 50 run" not in screen_text(app)
+        assert app.screen.tab == "queue" and not isinstance(app.screen, JobScreen)
+        assert "REASON" in screen_text(app)
 
 
 async def test_slash_filters_the_queue_and_esc_clears_the_filter(synthetic):

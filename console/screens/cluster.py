@@ -113,7 +113,12 @@ class ClusterScreen(PolledScreen):
             if h == host:
                 spark = tuple(self._history.get((h, g), ()))
                 rows[g] = (*row[:4], spark, *row[4:])
-        title.update(f"GPUs of {host}" + ("" if rows else " (no telemetry yet)"))
+        if rows:
+            title.update(f"GPUs of {host}")
+        elif data.hosts.get(host, (None,) * 4)[3] is not None:  # host telemetry arrives: it has no GPU
+            title.update(f"GPUs of {host}: none (telemetry sees no GPU on it; CPU jobs run here)")
+        else:
+            title.update(f"GPUs of {host}: no telemetry yet")
         self.query_one("#gpus-table", LineTable).set_rows(rows)
 
     @work(thread=True, group="seed", exit_on_error=False)

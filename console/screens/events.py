@@ -14,11 +14,11 @@ from ..widgets.status_line import StatusLine
 from .base import PolledScreen
 
 COLUMNS = [
-    Column("TIME", 14, fmt=fmt.clock),
-    Column("OBJECT", 14),
-    Column("WHAT", 12, fmt=fmt.state),
+    Column("TIME", 11, fmt=fmt.clock),
+    Column("OBJECT", 0),
+    Column("WHAT", 14, fmt=fmt.state),
     Column("REASON", 0),
-    Column("ACTOR", 16),
+    Column("ACTOR", 12),
 ]
 KEEP = 20_000  # the newest events held in memory; older ones stay in the store
 TRIM = 1_000

@@ -13,14 +13,24 @@ from textual.widgets import Static
 from .. import commands
 
 
+def _ours(node) -> list[Binding]:
+    """The bindings a console class declares itself: Textual's own (scrolling, text editing) are
+    the same everywhere and would bury ours."""
+    out = []
+    for cls in type(node).__mro__:
+        if cls.__module__.startswith("console.") and "BINDINGS" in cls.__dict__:
+            out += [b for b in cls.__dict__["BINDINGS"] if isinstance(b, Binding) and b.description]
+    return out
+
+
 def key_table(screen: Screen) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     seen = set()
-    for node in (*screen.query("*"), screen, screen.app):
-        for b in getattr(node, "BINDINGS", []):
-            if not isinstance(b, Binding) or not b.description or b.key in seen:
+    for node in (screen, screen.app, *screen.query("*")):
+        for b in _ours(node):
+            if b.key in seen:
                 continue
             seen.add(b.key)
             table.add_row(screen.app.get_key_display(b), b.description)

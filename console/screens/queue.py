@@ -5,7 +5,8 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer
+from rich.text import Text
+from textual.widgets import Footer, Static
 
 from .. import format as fmt
 from .. import queries
@@ -49,6 +50,7 @@ class QueueScreen(PolledScreen):
         table = LineTable(COLUMNS, sort=0, reverse=True, empty="no jobs yet: press n to submit one", id="queue-table")
         yield FilterBar(table, id="queue-filter")
         yield table
+        yield Static("", id="queue-detail", classes="detail")
         yield Footer()
 
     def fetch(self, store):
@@ -63,6 +65,19 @@ class QueueScreen(PolledScreen):
             table.update_rows(rows)  # jobs are never deleted: the rows not re-read are unchanged
         self._since = since
         table.refresh()  # ages advance even when no row changed
+        self._show_detail()
+
+    @on(LineTable.Highlighted)
+    def _show_detail(self) -> None:
+        """The highlighted job's whole reason, which the REASON column cuts on a narrow terminal."""
+        table = self.query_one(LineTable)
+        row = table.row(table.cursor_key) if table.cursor_key is not None else None
+        text = Text()
+        if row:
+            text.append(f"job {row[0]} {row[1]}  ", style="bold")
+            text.append_text(fmt.state(row[2]))
+            text.append(f"  {row[8]}")
+        self.query_one("#queue-detail", Static).update(text)
 
     @property
     def selected_job(self) -> int | None:
