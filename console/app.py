@@ -73,6 +73,8 @@ class HeadnodeApp(App):
         self._executor_lock = threading.Lock()
         self._loop_stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
+        self._loop_lock = threading.Lock()
+        self._loop_failed = False  # a loop that crashed here is not restarted every second
         self._holder = lease.holder_id()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -118,28 +120,33 @@ class HeadnodeApp(App):
     def _overview_fetched(self, ov: queries.Overview) -> None:
         self.overview = ov
         # embedded: our thread runs the loop, or another thread of this process does (`headnode demo`)
-        self.embedded = (self._loop_thread is not None and self._loop_thread.is_alive()) or ov.holder == self._holder
+        running_here = self._loop_thread is not None and self._loop_thread.is_alive()
+        self.embedded = running_here or ov.holder == self._holder
+        if ov.holder is None and not running_here and self.embedded_loop is not False and not self._loop_failed:
+            self.start_loop()  # the loop that held the lease is gone (its lease expired): take over
         self.set_timer(self._overview_interval, self.refresh_overview)
 
-    @work(thread=True, group="loop", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="loop", exit_on_error=False)
     def start_loop(self) -> None:
         """Run the scheduler loop in a thread unless another loop holds the lease (then only read)."""
-        if self.embedded_loop is None and self.db.call(lease.active) is not None:
-            return
-        self._loop_thread = threading.Thread(target=self._run_loop, name="scheduler-loop")
-        self._loop_thread.start()
+        with self._loop_lock:  # one loop thread at most: both the mount and a takeover may ask
+            if self._loop_stop.is_set() or (self._loop_thread is not None and self._loop_thread.is_alive()):
+                return
+            if self.embedded_loop is None and self.db.call(lease.active) is not None:
+                return
+            self._loop_thread = threading.Thread(target=self._run_loop, name="scheduler-loop")
+            self._loop_thread.start()
 
     def _run_loop(self) -> None:
         from scheduler import loop
 
         try:
             loop.run_forever(self.inventory, kind="console", stop_event=self._loop_stop)
-        except UserError as e:  # LeaseHeld: another loop won the race; this console only reads
-            self.call_from_thread(self.notify, e.sentence(), title="scheduler", severity="warning")
+        except lease.LeaseHeld:  # another loop won the race; this console only reads until it goes
+            pass
         except Exception as e:
+            self._loop_failed = True
             self.call_from_thread(self.notify, f"the embedded scheduler loop stopped: {e}", severity="error", timeout=30)
-        finally:
-            self._loop_stop.set()
 
     # --- one place for worker failures ----------------------------------------------------
 

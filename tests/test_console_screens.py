@@ -161,3 +161,25 @@ async def test_the_header_says_no_scheduler_when_no_loop_holds_the_lease(synthet
     async with app.run_test(size=SMALL) as pilot:
         await settle(pilot)
         assert "no scheduler" in screen_text(app).splitlines()[0]
+
+
+async def test_the_console_takes_over_the_loop_when_the_holders_lease_has_expired(local_config):
+    import time
+
+    from scheduler import inventory
+    from scheduler.store import Store
+
+    inv = inventory.load(local_config)
+    with Store.for_state_dir(inv.state_dir) as store:
+        store.execute("INSERT INTO lease (name, holder, kind, acquired_at, expires_at) VALUES"
+                      " ('scheduler', '1@gone', 'foreground', ?, ?)", (time.time() - 60, time.time() - 1))
+    app = build_app(inv)
+    async with app.run_test(size=SMALL) as pilot:
+        for _ in range(100):
+            await settle(pilot)
+            if app.embedded and "scheduler: embedded" in screen_text(app):
+                break
+        assert "scheduler: embedded" in screen_text(app).splitlines()[0]
+    with Store.for_state_dir(inv.state_dir) as store:
+        assert store.one("SELECT what FROM events WHERE object = 'lease:scheduler' ORDER BY id DESC LIMIT 1") == {
+            "what": "released"}
