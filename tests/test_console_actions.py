@@ -113,3 +113,46 @@ async def test_colon_drain_of_an_unknown_host_says_which_hosts_exist(synthetic):
         await pilot.press("colon", *"drain nosuch", "enter")
         await settle(pilot)
         assert any("unknown host 'nosuch'" in n.message and "gpu000" in n.message for n in app._notifications)
+
+
+async def test_the_command_palette_reaches_the_screens_and_commands_with_arguments(synthetic):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"events")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.current_mode == "events"
+        await pilot.press("ctrl+p", *"job 7")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "job 7 run-00007" in screen_text(app)
+
+
+async def test_verify_then_sync_a_dataset_from_the_datasets_screen(local_config, tmp_path):
+    from scheduler import inventory
+    from scheduler.data.prepare import prepare
+
+    text = tmp_path / "words.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    inv = inventory.load(local_config)
+    with Store.for_state_dir(inv.state_dir) as store:
+        ref = prepare(store, [str(text)], "words", progress=False)
+    app = build_app(inv, embedded_loop=False, mode="datasets")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+        await pilot.press("y")
+        for _ in range(50):
+            await settle(pilot)
+            if any("sync done" in n.message for n in app._notifications):
+                break
+        messages = [n.message for n in app._notifications]
+        assert f"words@{ref.version}: verify done: 1 absent" in messages
+        assert f"words@{ref.version}: sync done: 1 verified" in messages
+        await settle(pilot)
+        placement = app.screen.query_one("#placement-table")
+        assert placement.row("localhost")[1] == "verified"
