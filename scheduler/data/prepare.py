@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -225,8 +226,11 @@ class Stream:
 def _tokenize(tasks, tok, dtype, path, text_field, workers, val_fraction, name, progress) -> Stream:
     from tqdm import tqdm
 
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: a second thread would force the slower forkserver
+
     total = sum(t.end - t.start for t in tasks)
-    bar = tqdm(
+    bar = Bar(
         total=total, unit="B", unit_scale=True, desc=f"tokenizing {name}", file=sys.stderr,
         disable=None if progress is None else not progress, dynamic_ncols=True, smoothing=0.1,
     )
@@ -278,10 +282,12 @@ def _tokenize(tasks, tok, dtype, path, text_field, workers, val_fraction, name, 
 
 
 class _results:
-    """Task results in task order: inline for one worker (no processes to start), else a process pool.
+    """Task results in task order: inline for one worker (no processes to start), else a process pool
+    (ProcessPoolExecutor, not Pool: a worker that dies breaks the pool instead of hanging it).
 
-    forkserver, not fork: the parent may hold threads (the console, BPE training) that fork would copy
-    mid-lock. ProcessPoolExecutor, not Pool: a worker that dies breaks the pool instead of hanging it."""
+    fork when this process has one thread: fast, and the caller's __main__ is not run again (spawn and
+    forkserver re-import it, which breaks unguarded scripts). With other threads alive (the console),
+    forkserver: a fork would copy their locks mid-air."""
 
     def __init__(self, tasks, tok, text_field, workers):
         self.args = (tasks, tokenizers.worker_state(tok), text_field, workers)
@@ -293,8 +299,11 @@ class _results:
         if workers == 1:
             _init(state, text_field)
             return map(_work, tasks)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])  # import once in the server, not once per worker
+        if threading.active_count() == 1:
+            ctx = multiprocessing.get_context("fork")
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])  # import once in the server, not once per worker
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(state, text_field))
         return self.pool.map(_work, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
 
