@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +197,27 @@ def test_bad_input_gets_one_clear_sentence(store, tmp_path, monkeypatch, srcs, k
 def test_a_dataset_name_that_is_not_a_plain_word_is_refused(store, corpus):
     with pytest.raises(UserError, match="dataset name '../x' is not allowed"):
         prep.prepare(store, [str(corpus)], "../x")
+
+
+def test_parallel_prepare_works_from_a_script_without_a_main_guard(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from scheduler.store import Store\nfrom scheduler.data.prepare import prepare\n"
+        f"r = prepare(Store.for_state_dir({str(tmp_path / 's')!r}), [{str(STDLIB / 'json')!r}], 'j', workers=2)\n"
+        "print(r.workers, r.version)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "2"
+
+
+def test_parallel_prepare_works_beside_other_threads(store):
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        beside = prep.prepare(store, [str(STDLIB / "json")], "j", workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert beside.version == prep.prepare(store, [str(STDLIB / "json")], "j", workers=1).version
