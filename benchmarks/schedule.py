@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scheduler import policy  # noqa: E402
 from scheduler.inventory import Host, Inventory  # noqa: E402
-from scheduler.loop import Loop, _pending  # noqa: E402
-from scheduler.store import Store, dumps  # noqa: E402
+from scheduler.loop import Loop  # noqa: E402
+from scheduler.store import Store, dumps, loads  # noqa: E402
 
 HOSTS, GPUS, PENDING = 256, 8, 10_000
 GOAL_S = 0.050
@@ -120,12 +120,16 @@ def main() -> int:
             print(f"[{label}] synthetic store written in {time.perf_counter() - t0:.1f} s")
             store = Store.for_state_dir(inventory.state_dir, actor="bench")
             loop = Loop(inventory, store, executor=None, clock=lambda: NOW)
-            loop.launch = lambda job, placement: False  # measure deciding, not starting
+            loop.launch = lambda placement: False  # measure deciding, not starting
 
             pending = store.query("SELECT * FROM jobs WHERE state = 'PENDING'")
             hosts = loop._host_views(NOW)
             running = loop._running()
-            jobs = [_pending(j, None) for j in pending]
+            jobs = [
+                policy.PendingJob(j["id"], j["priority"], j["submitted_at"], j["nodes"], j["gpus_per_node"],
+                                  j["time_limit"], frozenset(loads(j["tags"], [])))
+                for j in pending
+            ]  # fmt: skip
             placements = policy.schedule(hosts, jobs, running, NOW)
             used = sum(len(r.allocation[h]) for r in running for h in r.allocation)
             print(f"[{label}] {len(jobs)} pending, {len(running)} running on {used}/{HOSTS * GPUS} GPUs -> "

@@ -207,26 +207,33 @@ class Loop:
     # --- schedule and launch ----------------------------------------------------------------------
 
     def schedule(self, out: dict) -> None:
-        pending = self.store.query(
-            "SELECT * FROM jobs WHERE state = 'PENDING' AND cancel_requested = 0 ORDER BY priority DESC, submitted_at, id"
-        )
-        if not pending:
-            return
-        now = self.clock()
-        data_hosts = {j["data"]: _verified_hosts(self.store, j["data"]) for j in pending if j["data"]}
-        placements = policy.schedule(
-            self._host_views(now),
-            [_pending(j, data_hosts.get(j["data"])) for j in pending],
-            self._running(),
-            now,
-            self.settings.port_range,
-        )
-        jobs = {j["id"]: j for j in pending}
-        for p in placements:
-            started = self.launch(jobs[p.job_id], p)
-            if started:
+        for p in self.plan():
+            if self.launch(p):
                 out["started"].append(p.job_id)
             self.heartbeat()
+
+    def plan(self) -> list[policy.Placement]:
+        """What the policy places now. Reads only the columns it needs, as tuples, and parses each
+        distinct tag list once: with 10,000 pending jobs, dicts and JSON would cost 5x the policy."""
+        rows = self.store.execute(
+            "SELECT id, priority, submitted_at, nodes, gpus_per_node, time_limit, tags, data FROM jobs "
+            "WHERE state = 'PENDING' AND cancel_requested = 0"
+        ).fetchall()
+        if not rows:
+            return []
+        now = self.clock()
+        tags: dict[str, frozenset[str]] = {}
+        data: dict[str, frozenset[str]] = {}
+        pending = []
+        for id_, priority, submitted_at, nodes, gpus, limit, tag_text, ref in rows:
+            if tag_text not in tags:
+                tags[tag_text] = frozenset(loads(tag_text, []))
+            if ref and ref not in data:
+                data[ref] = _verified_hosts(self.store, ref)
+            pending.append(policy.PendingJob(
+                id_, priority, submitted_at, nodes, gpus, limit, tags[tag_text], data[ref] if ref else None
+            ))  # fmt: skip
+        return policy.schedule(self._host_views(now), pending, self._running(), now, self.settings.port_range)
 
     def _host_views(self, now: float) -> list[policy.HostView]:
         rows = {r["name"]: r for r in self.store.query("SELECT * FROM hosts")}
@@ -259,8 +266,9 @@ class Loop:
                 j["ends"] = r["started_at"] + r["time_limit"]
         return [policy.RunningJob(i, j["alloc"], j["ports"], j["ends"]) for i, j in jobs.items()]
 
-    def launch(self, job: dict, placement: policy.Placement) -> bool:
+    def launch(self, placement: policy.Placement) -> bool:
         """Commit the attempt (STARTING, nodes without pids), then start every node at once."""
+        job = self.store.one("SELECT * FROM jobs WHERE id = ?", (placement.job_id,))
         attempt = job["attempt"] + 1
         hosts = [self.inventory.host(n.host) for n in placement.nodes]
         specs = [
@@ -322,19 +330,6 @@ class Loop:
         return False
 
 
-def _pending(job: dict, allowed: frozenset[str] | None) -> policy.PendingJob:
-    return policy.PendingJob(
-        id=job["id"],
-        priority=job["priority"],
-        submitted_at=job["submitted_at"],
-        nodes=job["nodes"],
-        gpus_per_node=job["gpus_per_node"],
-        time_limit=job["time_limit"],
-        tags=frozenset(loads(job["tags"], [])),
-        allowed_hosts=allowed,
-    )
-
-
 def _verified_hosts(store: Store, data: str) -> frozenset[str]:
     from .data import versions  # only jobs with a dataset pay for the import
 
@@ -352,6 +347,20 @@ def _data_path(host: Host, data: str | None) -> str | None:
 
 
 # --- running it -------------------------------------------------------------------------------------
+
+
+WAKE_POLL = 0.05  # how often an idle loop looks for news in the store
+
+
+def _idle(store: Store, stop_event: threading.Event, seconds: float) -> None:
+    """Wait until the next cycle is due, or sooner when another process wrote to the store (a
+    submit, a cancel): SQLite's data_version changes on every commit made by another connection,
+    and reading it costs microseconds, so a new job starts without waiting out the interval."""
+    version = store.execute("PRAGMA data_version").fetchone()[0]
+    deadline = time.monotonic() + seconds
+    while not stop_event.wait(max(0.0, min(WAKE_POLL, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or store.execute("PRAGMA data_version").fetchone()[0] != version:
+            return
 
 
 class LeaseLost(RuntimeError):
@@ -410,7 +419,7 @@ def run_forever(
                 summary = {"error": f"{type(e).__name__}: {e}"}
             if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
-            stop_event.wait(max(0.0, settings.cycle_interval - (time.monotonic() - t0)))
+            _idle(store, stop_event, settings.cycle_interval - (time.monotonic() - t0))
     finally:
         for s in reversed(started):
             s.stop()
