@@ -35,7 +35,6 @@ class LogFollower:
 
     def __init__(self, state_dir: Path, inventory: Inventory, job_id: int, *, keep: int = 50_000) -> None:
         self.lines: deque[logs.Line | str] = deque(maxlen=keep)  # str: a warning about a node
-        self.done = False
         self._stop = threading.Event()
         self._args = (state_dir, inventory, job_id)
         # A daemon thread: a follow blocks until the next line, and must not hold up the console's exit.
@@ -62,7 +61,6 @@ class LogFollower:
         except Exception as e:  # the follow is a view: say why it stopped, never crash the console
             self.lines.append(f"log follow stopped: {e}")
         finally:
-            self.done = True
             executor.close()
             store.close()
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from scheduler.inventory import Inventory
-from scheduler.store import LIVE_STATES, Store, loads
+from scheduler.store import LIVE_STATES, Store
 
 LIVE = tuple(LIVE_STATES)
 
@@ -20,7 +20,6 @@ class Overview:
     """The header line: who runs the loop, and the cluster at a glance."""
 
     holder: str | None  # "pid@host" of the lease holder, None when no live lease
-    kind: str | None
     last_cycle_at: float | None
     hosts_up: int
     hosts: int
@@ -31,7 +30,7 @@ class Overview:
 
 
 def overview(store: Store, inventory: Inventory, now: float) -> Overview:
-    lease = store.one("SELECT holder, kind, expires_at, last_cycle_at FROM lease WHERE name = 'scheduler'")
+    lease = store.one("SELECT holder, expires_at, last_cycle_at FROM lease WHERE name = 'scheduler'")
     live = lease is not None and lease["expires_at"] > now
     counts = dict(store.conn.execute("SELECT state, count(*) FROM jobs WHERE state IN (?, ?, ?) GROUP BY state", LIVE).fetchall())
     up = store.one("SELECT count(*) AS n FROM hosts WHERE state = 'up'")["n"]
@@ -40,7 +39,6 @@ def overview(store: Store, inventory: Inventory, now: float) -> Overview:
     total = sum((h.gpus if h.gpus is not None else detected.get(h.name) or 0) for h in inventory.hosts)
     return Overview(
         holder=lease["holder"] if live else None,
-        kind=lease["kind"] if live else None,
         last_cycle_at=lease["last_cycle_at"] if lease else None,
         hosts_up=up, hosts=len(inventory.hosts), gpus_used=sum(len(v) for v in used.values()), gpus=total,
         running=counts.get("RUNNING", 0) + counts.get("STARTING", 0), pending=counts.get("PENDING", 0),
@@ -146,7 +144,6 @@ class JobDetail:
     job: dict
     attempts: list[dict]
     nodes: list[dict]  # of the current attempt
-    events: list[dict]
 
 
 def job_detail(store: Store, job_id: int) -> JobDetail | None:
@@ -155,8 +152,7 @@ def job_detail(store: Store, job_id: int) -> JobDetail | None:
         return None
     attempts = store.query("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
     nodes = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, job["attempt"]))
-    events = store.query("SELECT * FROM events WHERE object = ? ORDER BY id DESC LIMIT 50", (f"job:{job_id}",))
-    return JobDetail(job, attempts, nodes, events)
+    return JobDetail(job, attempts, nodes)
 
 
 # --- datasets ----------------------------------------------------------------------------------

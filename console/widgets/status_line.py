@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from .. import format as fmt
 from ..queries import Overview
 
 TABS = (("1", "Cluster", "cluster"), ("2", "Queue", "queue"), ("3", "Data", "datasets"), ("4", "Events", "events"))
@@ -41,6 +42,8 @@ class StatusLine(Widget):
             right.append(f"hosts {ov.hosts_up}/{ov.hosts} up  GPUs {ov.gpus_used}/{ov.gpus}  "
                          f"jobs {ov.running} running {ov.pending} pending  ")
         right.append(f"{sched} ", style="green" if embedded or (ov and ov.holder) else "bold yellow")
+        if ov is not None and ov.holder and ov.last_cycle_at and self.size.width >= 100:
+            right.append(f"(cycle {fmt.age(ov.last_cycle_at)} ago) ", style="dim")
         gap = self.size.width - line.cell_len - right.cell_len
         if gap < 1:
             return line
