@@ -16,7 +16,7 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from scheduler import jobs, lease
 from scheduler.errors import UserError
@@ -38,6 +38,7 @@ from .screens.queue import QueueScreen
 from .screens.submit import SubmitScreen
 
 CANCEL_VERIFY_TIMEOUT = 120.0  # seconds to wait for the loop to report every rank gone
+OVERVIEW_INTERVAL = 1.0  # seconds between header refreshes
 
 
 class HeadnodeApp(App):
@@ -61,13 +62,12 @@ class HeadnodeApp(App):
     embedded: reactive[bool] = reactive(False)
 
     def __init__(self, inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
-                 job: int | None = None, on_job_end: str | None = None, overview_interval: float = 1.0) -> None:
+                 job: int | None = None, on_job_end: str | None = None) -> None:
         super().__init__()
         self.inventory = inventory
         self.embedded_loop = embedded_loop
         self.db = StoreThread(inventory.state_dir)
         self._start_mode, self._start_job, self._on_job_end = mode, job, on_job_end
-        self._overview_interval = overview_interval
         self._executor = None
         self._executor_lock = threading.Lock()
         self._loop_stop = threading.Event()
@@ -123,7 +123,7 @@ class HeadnodeApp(App):
         self.embedded = running_here or ov.holder == self._holder
         if ov.holder is None and not running_here and self.embedded_loop is not False and not self._loop_failed:
             self.start_loop()  # the loop that held the lease is gone (its lease expired): take over
-        self.set_timer(self._overview_interval, self.refresh_overview)
+        self.set_timer(OVERVIEW_INTERVAL, self.refresh_overview)
 
     @work(thread=True, exclusive=True, group="loop", exit_on_error=False)
     def start_loop(self) -> None:
@@ -262,13 +262,16 @@ class HeadnodeApp(App):
         self.write(lambda store: jobs.request_cancel(store, job_id))
         self.call_from_thread(self.notify, f"job {job_id}: cancelling")
         deadline = time.monotonic() + CANCEL_VERIFY_TIMEOUT
-        while time.monotonic() < deadline:
+        worker = get_current_worker()
+        while time.monotonic() < deadline and not worker.is_cancelled:  # the console may quit meanwhile
             job = self.db.call(jobs.get, job_id)
             if job["state"] in TERMINAL_STATES:
                 verdict = "cancel verified" if job["state"] == "CANCELLED" else f"ended {job['state']}"
                 self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job['reason']}")
                 return
             time.sleep(0.25)
+        if worker.is_cancelled:
+            return
         raise UserError(f"job {job_id} is not cancelled yet", f"no loop confirmed it within {CANCEL_VERIFY_TIMEOUT:.0f} s",
                         "check `headnode scheduler status`")
 

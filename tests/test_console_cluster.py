@@ -25,7 +25,7 @@ dist.init_process_group("gloo")
 t = torch.tensor([1.0])
 dist.all_reduce(t)
 print(f"hello from rank {dist.get_rank()} of {int(t.item())} on {os.environ['HEADNODE_HOST']}", flush=True)
-time.sleep(4)
+time.sleep(float(os.environ.get("WORK_S", "4")))
 dist.destroy_process_group()
 os._exit(0)
 """
@@ -40,14 +40,18 @@ async def until(pilot, cond, timeout: float, what: str) -> None:
         await pilot.pause(0.2)
 
 
-async def test_the_console_shows_the_hosts_a_two_host_job_running_then_succeeded_and_both_nodes_logs(cluster, cluster_config):
-    cluster_config.write_text(cluster_config.read_text() + FAST)
-    inv = inventory.load(cluster_config)
-    names = [h.name for h in cluster.hosts]
+def submit(config, **env) -> tuple[inventory.Inventory, dict]:
+    config.write_text(config.read_text() + FAST)
+    inv = inventory.load(config)
     with Store.for_state_dir(inv.state_dir) as store:
         hosts.sync_inventory(store, inv)
-        job = jobs.submit(store, inv, jobs.JobSpec(command=[sys.executable, "-c", RANK], name="hello", nodes=2,
-                                                   gpus_per_node=1))
+        spec = jobs.JobSpec(command=[sys.executable, "-c", RANK], name="hello", nodes=2, gpus_per_node=1, env=env)
+        return inv, jobs.submit(store, inv, spec)
+
+
+async def test_the_console_shows_the_hosts_a_two_host_job_running_then_succeeded_and_both_nodes_logs(cluster, cluster_config):
+    inv, job = submit(cluster_config)
+    names = [h.name for h in cluster.hosts]
 
     app = build_app(inv, embedded_loop=True, mode="cluster")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -76,3 +80,21 @@ async def test_the_console_shows_the_hosts_a_two_host_job_running_then_succeeded
         await pilot.press("escape")
         await until(pilot, lambda: state() == "SUCCEEDED", 10, "SUCCEEDED in the queue")
     assert "RUNNING" in seen
+
+
+async def test_cancel_from_the_console_stops_every_rank_and_says_cancel_verified(cluster, cluster_config):
+    inv, job = submit(cluster_config, WORK_S="300")
+    app = build_app(inv, embedded_loop=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(LineTable)
+        await until(pilot, lambda: (table.row(job["id"]) or [None] * 3)[2] == "RUNNING", 90, "job RUNNING")
+        await until(pilot, lambda: all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job["id"])}) for h in cluster.hosts[:2]),
+                    30, "ranks on both hosts")
+        await pilot.press("x")
+        await until(pilot, lambda: "These will be stopped, and checked gone:" in screen_text(app), 10, "the confirmation")
+        text = screen_text(app)
+        assert f"node 0 on {cluster.hosts[0].name}" in text and f"node 1 on {cluster.hosts[1].name}" in text
+        await pilot.press("y")
+        await until(pilot, lambda: any(f"job {job['id']}: cancel verified" in n.message for n in app._notifications),
+                    60, "cancel verified")
+    assert all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job["id"])}) == [] for h in cluster.hosts)
