@@ -60,3 +60,22 @@ def test_the_cli_read_paths_do_not_import_textual():
     code = "import sys, scheduler.cli as c; c.build_parser(); print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_console_binding_has_an_id_and_a_description_so_keys_can_be_remapped():
+    import importlib
+    import pkgutil
+
+    import console
+    import console.screens
+    import console.widgets
+
+    seen = []
+    for pkg in (console, console.screens, console.widgets):
+        for info in pkgutil.iter_modules(pkg.__path__):
+            mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+            for obj in vars(mod).values():
+                if isinstance(obj, type) and obj.__module__ == mod.__name__:
+                    seen += obj.__dict__.get("BINDINGS", [])
+    assert len(seen) > 30
+    assert [b for b in seen if not (b.id and b.description)] == []

@@ -62,7 +62,7 @@ class ClusterScreen(PolledScreen):
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="cluster.filter"),
         Binding("d", "drain", "Drain/undrain", id="cluster.drain"),
-        Binding("tab", "focus_next", "GPUs/hosts", show=False),
+        Binding("tab", "focus_next", "GPUs/hosts", show=False, id="cluster.next"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="cluster.clear"),
     ]
 

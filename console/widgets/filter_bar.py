@@ -15,7 +15,7 @@ class FilterBar(Input):
     FilterBar { display: none; height: 1; border: none; padding: 0 1; background: $boost; }
     FilterBar.-active { display: block; }
     """
-    BINDINGS = [Binding("escape", "clear", "Clear filter", show=False)]
+    BINDINGS = [Binding("escape", "clear", "Clear filter", show=False, id="filter.clear")]
 
     def __init__(self, table: LineTable, **kw) -> None:
         super().__init__(placeholder="filter (Enter keeps, Esc clears)", **kw)
