@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -146,6 +147,7 @@ def test_register_adopts_a_shard_directory_and_refuses_a_damaged_one(store, corp
         row, new = register(other, made.path, "adopted")
         assert (row["version"], new) == (made.version, True)
         assert Path(row["path"]) == tmp_path / "other" / "data" / "adopted" / made.version
+        assert shards.verify(row["path"]) == {} and shards.read_manifest(row["path"]).version == made.version
         shard = Path(made.path) / shards.read_manifest(made.path).shards[0].file
         data = bytearray(shard.read_bytes())
         data[0] ^= 1
@@ -153,6 +155,18 @@ def test_register_adopts_a_shard_directory_and_refuses_a_damaged_one(store, corp
         shard.write_bytes(bytes(data))
         with pytest.raises(UserError, match=f"does not match its manifest: {shard.name} \\(hash mismatch\\)"):
             register(other, made.path, "broken")
+
+
+def test_register_recomputes_the_version_instead_of_trusting_the_manifest(store, corpus, tmp_path):
+    made = prep.prepare(store, [str(corpus)], "c")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(made.path, elsewhere)
+    manifest = json.loads((elsewhere / "manifest.json").read_text())
+    manifest["version"], manifest["hash"] = "000000000000", "0" * 64
+    (elsewhere / "manifest.json").write_text(json.dumps(manifest))
+    with Store.for_state_dir(tmp_path / "other") as other:
+        row, _ = register(other, str(elsewhere), "adopted")
+    assert (row["version"], row["hash"]) == (made.version, made.hash)
 
 
 def test_show_lists_the_runs_that_trained_on_a_version(store, corpus):

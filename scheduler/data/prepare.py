@@ -116,7 +116,7 @@ def prepare(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     mj = manifest.to_json()
-    row, new = record(store, target, mj, mj["extra"]["sources"], what="prepared")
+    _, new = record(store, name, target, mj, mj["extra"]["sources"], what="prepared")
     return Report(
         name=name,
         version=manifest.version,

@@ -11,7 +11,6 @@ This module imports no numpy: the scheduler calls resolve/preflight on every pla
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -156,9 +155,9 @@ def list_versions(store: Store) -> list[dict]:
 # --- writing ----------------------------------------------------------------------------------------
 
 
-def record(store: Store, directory: Path, manifest_json: dict, sources: list[dict], *, what: str) -> tuple[dict, bool]:
+def record(store: Store, name: str, directory: Path, manifest_json: dict, sources: list[dict], *, what: str) -> tuple[dict, bool]:
     """Insert the version (once: versions are immutable). Returns (row, whether it was new)."""
-    name, version = directory.parent.name, manifest_json["version"]
+    version = manifest_json["version"]
     with store.tx():
         row = store.one("SELECT * FROM datasets WHERE name = ? AND version = ?", (name, version))
         if row is not None:
@@ -221,11 +220,12 @@ def register(store: Store, directory: str, name: str) -> tuple[dict, bool]:
         tmp = target.with_name(f".register-{os.getpid()}-{manifest.version}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for f in [shards.MANIFEST, *_tokenizer_files(manifest.tokenizer), *(s.file for s in manifest.shards)]:
+        for f in [*_tokenizer_files(manifest.tokenizer), *(s.file for s in manifest.shards)]:
             shutil.copyfile(src / f, tmp / f)
+        shards.write_manifest(tmp, manifest)  # rewritten: its hash and version are recomputed, not trusted
         os.replace(tmp, target)
     sources = manifest.extra.get("sources") or [{"path": str(src.resolve())}]
-    return record(store, target, json.loads((target / shards.MANIFEST).read_text()), sources, what="registered")
+    return record(store, name, target, manifest.to_json(), sources, what="registered")
 
 
 def _tokenizer_files(spec: dict) -> list[str]:
