@@ -65,7 +65,7 @@ def main(ctx, *, console: bool = True, steps: int | None = None) -> int:
         say(f"job {final['id']} ended {final['state']}: {final['reason']}; see `headnode logs {final['id']}`")
         return 1
     m = loads(final["metrics"], {}) or {}
-    say(f"job {final['id']} SUCCEEDED: loss {m.get('loss', float('nan')):.3f} after {m.get('step')} steps; "
+    say(f"trained to loss {m.get('loss', float('nan')):.3f} in {m.get('step')} steps, "
         f"{final['ended_at'] - final['submitted_at']:.0f} s from submit to end")
     print(sample(local, final["id"]), flush=True)
     return 0
