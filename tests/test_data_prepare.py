@@ -235,3 +235,13 @@ def test_parallel_prepare_works_beside_other_threads(store):
         stop.set()
         other.join()
     assert beside.version == prep.prepare(store, [str(STDLIB / "json")], "j", workers=1).version
+
+
+def test_a_version_prefix_resolves_when_unique_and_is_refused_when_ambiguous(store, corpus):
+    made = prep.prepare(store, [str(corpus)], "c")
+    assert resolve(store, f"c@{made.version[:4]}")["version"] == made.version
+    row = dict(resolve(store, "c"), version=made.version[:4] + "_" * 8)
+    store.db["datasets"].insert(row)
+    with pytest.raises(UserError, match=f"dataset c@{made.version[:4]} is ambiguous"):
+        resolve(store, f"c@{made.version[:4]}")
+    assert resolve(store, f"c@{made.version[:5]}")["version"] == made.version  # "_" is no wildcard

@@ -116,8 +116,8 @@ def _sync_host(store, executor, host, row, files, transport, on_sent) -> HostSyn
             return r
         r.bytes_sent = size
     after = _check(executor, host, target, files, mkdir=False) if need else first
-    if isinstance(after, str):
-        r.detail = f"sent, but the check afterwards failed: {after}"
+    if isinstance(after, str):  # files changed and none was checked: not verified, whatever it was before
+        r.state, r.detail = "absent", f"sent, but the check afterwards failed: {after}; sync again"
     else:
         bad = remote.problems(after["status"])
         r.state = "corrupt" if bad else "verified"

@@ -5,7 +5,8 @@ covers the tokenizer and every shard's SHA-256, and its files live on the head u
 `{state_dir}/data/{name}/{version}/`. Placements say, per host, whether that host's copy is absent,
 syncing, verified or corrupt; every change is also an event on `data:{name}@{version}`.
 
-This module imports no numpy: the scheduler calls resolve/preflight on every placement decision.
+The scheduler calls resolve/preflight on every placement decision: this module stays light (no shard
+format, no tokenizers) and imports them only inside `register`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def resolve(store: Store, spec: str) -> dict:
         raise UserError(f"dataset {spec!r} names no dataset", None, "write NAME or NAME@VERSION")
     if version:
         rows = store.query(
-            "SELECT * FROM datasets WHERE name = ? AND version LIKE ? ORDER BY version", (name, version.replace("%", "") + "%")
+            "SELECT * FROM datasets WHERE name = ? AND substr(version, 1, ?) = ? ORDER BY version", (name, len(version), version)
         )
         if len(rows) > 1:
             raise UserError(
