@@ -180,9 +180,11 @@ def _started(spec: NodeSpec, r: Result) -> Started:
 # --- watching: one round trip per host ------------------------------------------------------------
 
 # Input: {"host": NAME, "nodes": [{"job", "attempt", "node", "run_dir", "pid"}]}; output: one JSON list,
-# per node {pid, alive, exit, log_size, metrics_size, metrics_last}. For a node whose pid was never
-# recorded (the loop died while starting it), the pid is found by its marker. Alive is checked before
-# the exit file is read: a wrapper that is gone has already renamed its exit file into place.
+# per node {pid, alive, exit, left, log_size, metrics_size, metrics_last}. For a node whose pid was
+# never recorded (the loop died while starting it), the pid is found by its marker; for a node that
+# exited, `left` counts the job's processes still on the host (0 spares the teardown a round trip).
+# Alive is checked before the exit file is read: a wrapper that is gone has already renamed its exit
+# file into place.
 PROBE = r"""
 import json, os, sys
 spec = json.loads(sys.argv[1])
@@ -194,19 +196,32 @@ def environ(pid):
     except OSError:
         return set()
 
-def find_pgid(n):
-    want = {f"HEADNODE_JOB_ID={n['job']}".encode(), f"HEADNODE_ATTEMPT={n['attempt']}".encode(),
-            f"HEADNODE_HOST={spec['host']}".encode(), f"HEADNODE_NODE_RANK={n['node']}".encode(),
-            b"HEADNODE_RUN_DIR=" + os.path.realpath(n["run_dir"]).encode()}
-    for p in os.listdir("/proc"):
-        if p.isdigit() and want <= environ(p):
+_marked = None
+
+def marked(n, *extra):
+    # [(pid, pgid)] of live processes of node n's job on this host (the marker of teardown.KILL);
+    # /proc is read at most once per probe, and only when a node needs it.
+    global _marked
+    if _marked is None:
+        _marked = []
+        for p in os.listdir("/proc"):
+            env = environ(p) if p.isdigit() else set()
+            if not any(e.startswith(b"HEADNODE_JOB_ID=") for e in env):
+                continue
             try:
-                pgid = os.getpgid(int(p))
+                with open(f"/proc/{p}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            if pgid == int(p):
-                return pgid
-    return None
+            if fields[0] != b"Z":
+                _marked.append((int(p), int(fields[2]), env))
+    want = {f"HEADNODE_JOB_ID={n['job']}".encode(), f"HEADNODE_HOST={spec['host']}".encode(),
+            b"HEADNODE_RUN_DIR=" + os.path.realpath(n["run_dir"]).encode(), *extra}
+    return [(pid, pgid) for pid, pgid, env in _marked if want <= env]
+
+def find_pgid(n):
+    extra = (f"HEADNODE_ATTEMPT={n['attempt']}".encode(), f"HEADNODE_NODE_RANK={n['node']}".encode())
+    return next((pid for pid, pgid in marked(n, *extra) if pid == pgid), None)
 
 def alive(pgid):
     try:
@@ -246,9 +261,10 @@ for n in spec["nodes"]:
         if isinstance(d, dict) and "step" in d and "event" not in d:
             last = line.decode()
             break
+    exit = int(code) if code and code.strip().lstrip(b"-").isdigit() else None
     out.append({
-        "pid": pid, "alive": live,
-        "exit": int(code) if code and code.strip().lstrip(b"-").isdigit() else None,
+        "pid": pid, "alive": live, "exit": exit,
+        "left": len(marked(n)) if exit is not None else None,
         "log_size": size(base + ".log"), "metrics_size": size(metrics),
         "metrics_last": last,
     })
@@ -261,6 +277,7 @@ class NodeStatus:
     pid: int | None
     alive: bool
     exit: int | None
+    left: int | None  # once exited: the job's processes still on the host (any attempt)
     log_size: int | None
     metrics_size: int | None
     metrics_last: str | None  # the newest step line (event records skipped)

@@ -135,12 +135,19 @@ class Loop:
         if ending is None:
             if job["state"] == "STARTING" and all(n["state"] in ("RUNNING", "EXITED") for n in nodes):
                 self._mark_running(job, nodes)
+            if any(n["state"] == "EXITED" for n in nodes):
+                out["soon"] = True  # the rest of the gang ends within moments: look again shortly
             return
         state, reason, unreachable = ending
         actor = teardown.cancel_actor(self.store, job["id"]) if state == "CANCELLED" else "scheduler"
+        # Every node exited and the probe saw none of the job's processes left: that is the verdict.
+        seen = [facts.get((n["job_id"], n["node_rank"])) for n in nodes]
+        clean = state == "SUCCEEDED" and all(st is not None and st.left == 0 for st in seen)
+        reports = [teardown.HostReport(h) for h in dict.fromkeys(n["host"] for n in nodes)] if clean else None
         if teardown.end_attempt(
-            self.store, self.executor, self.inventory, job, state=state, reason=reason, unreachable=unreachable, actor=actor
-        ):
+            self.store, self.executor, self.inventory, job,
+            state=state, reason=reason, unreachable=unreachable, actor=actor, reports=reports,
+        ):  # fmt: skip
             after = self.store.one("SELECT state, reason FROM jobs WHERE id = ?", (job["id"],))
             out["ended"].append({"job": job["id"], **after})
             log.info("job %s %s: %s", job["id"], after["state"], after["reason"])
@@ -350,6 +357,7 @@ def _data_path(host: Host, data: str | None) -> str | None:
 
 
 WAKE_POLL = 0.05  # how often an idle loop looks for news in the store
+SOON = 0.1  # the next cycle, when part of a gang has exited and the rest is about to
 
 
 def _idle(store: Store, stop_event: threading.Event, seconds: float) -> None:
@@ -419,7 +427,8 @@ def run_forever(
                 summary = {"error": f"{type(e).__name__}: {e}"}
             if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
-            _idle(store, stop_event, settings.cycle_interval - (time.monotonic() - t0))
+            interval = SOON if summary.get("soon") else settings.cycle_interval
+            _idle(store, stop_event, interval - (time.monotonic() - t0))
     finally:
         for s in reversed(started):
             s.stop()

@@ -175,6 +175,7 @@ def end_attempt(
     reason: str,
     unreachable: Mapping[str, str] = {},
     actor: str | None = None,
+    reports: Sequence[HostReport] | None = None,
 ) -> bool:
     """Tear down the job's current attempt, then record `state` with `reason` (+ the verdict).
 
@@ -183,12 +184,14 @@ def end_attempt(
     asked; their nodes become LOST and are swept when the host answers again. A CANCELLED job needs
     every host verified; any other end needs every host that answers verified. Until then the job
     keeps its state, its reason says what is left, and the caller tries again next cycle.
+    `reports` that the caller already holds (the probe saw nothing left) replace the teardown.
     Returns whether the new state was recorded.
     """
     job_id, attempt = job["id"], job["attempt"]
     nodes = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, attempt))
     hosts = [inventory.host(h) for h in dict.fromkeys(n["host"] for n in nodes) if h not in unreachable]
-    reports = teardown(executor, hosts, job_id, grace=inventory.settings.grace_period)
+    if reports is None:
+        reports = teardown(executor, hosts, job_id, grace=inventory.settings.grace_period)
     verified, said = verdict(reports, unreachable)
     asked_clean = all(r.verified for r in reports)
     if not asked_clean or (state == "CANCELLED" and not verified):
