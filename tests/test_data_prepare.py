@@ -189,6 +189,7 @@ def test_show_lists_the_runs_that_trained_on_a_version(store, corpus):
         (["empty.txt"], {}, "the sources hold no text"),
         (["bad.jsonl"], {}, "bad.jsonl: line 2 .* is not JSON"),
         (["nofield.jsonl"], {}, "has no string field 'text'; pass --text-field NAME"),
+        (["surrogate.jsonl"], {}, "cannot tokenize .*surrogate.jsonl \\(bytes 0-21\\): 'utf-8' codec can't encode"),
         (["ok.txt"], {"tokenizer": "sentencepiece"}, "unknown tokenizer 'sentencepiece'"),
         (["ok.txt"], {"tokenizer": "gpt2"}, "the gpt2 tokenizer needs its vocabulary files: there is no network"),
         (["ok.txt"], {"tokenizer": "bpe:nowhere.json"}, "nowhere.json does not exist"),
@@ -203,6 +204,7 @@ def test_bad_input_gets_one_clear_sentence(store, tmp_path, monkeypatch, srcs, k
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
     (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
     (tmp_path / "ok.txt").write_text("some text")
+    (tmp_path / "surrogate.jsonl").write_text('{"text": "a \\ud800"}\n')
     with pytest.raises(UserError, match=message) as e:
         prep.prepare(store, srcs, "d", **kw)
     assert str(e.value).endswith(".") and "\n" not in str(e.value)

@@ -170,7 +170,10 @@ def _work(task: sources.Task) -> Chunk:
         return Chunk(b"", error=f"cannot read {task.path}: {e.strerror or e}")
     if binary or not docs:
         return Chunk(digest, binary=binary)
-    encoded = _tok.encode(docs)
+    try:
+        encoded = _tok.encode(docs)
+    except Exception as e:  # e.g. a lone surrogate escaped in JSON: name the file rather than crash the pool
+        return Chunk(b"", error=f"cannot tokenize {task.path} (bytes {task.start}-{task.end}): {e}")
     lengths = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
     tokens = np.empty(int(lengths.sum()), dtype=encoded[0].dtype)
     pos = 0
