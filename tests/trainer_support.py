@@ -54,19 +54,23 @@ def stdlib_data(tmp_path_factory) -> Path:
     return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
-def trainer_env() -> dict:
+def trainer_env(*, gpu: bool = False) -> dict:
+    """The environment for a trainer process: CPU only unless gpu=True (the CPU tests compare exact
+    float32 numbers, and two ranks on a one-GPU machine would otherwise both pick cuda)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADNODE_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
 def run_trainer(data: Path, run_dir: Path, *args: str, nproc: int = 1, timeout: float = 240,
-                check: bool = True) -> subprocess.CompletedProcess:
+                check: bool = True, gpu: bool = False) -> subprocess.CompletedProcess:
     """`python -m trainer`, or under `torchrun --standalone` when nproc > 1."""
     launcher = [sys.executable, "-m", "trainer"] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer"]
     proc = subprocess.run([*launcher, "--data", str(data), "--run-dir", str(run_dir), *TINY, *args],
-                          env=trainer_env(), capture_output=True, text=True, timeout=timeout)
+                          env=trainer_env(gpu=gpu), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
