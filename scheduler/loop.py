@@ -62,7 +62,7 @@ class Loop:
     def cycle(self) -> dict:
         """One pass; returns what it did (stored as the lease's last_cycle)."""
         t0 = time.monotonic()
-        out: dict = {"ended": [], "started": [], "silent": [], "swept": []}
+        out: dict = {"ended": [], "started": [], "swept": []}
         self.reconcile(out)
         self.sweep(out)
         self.schedule(out)
@@ -79,9 +79,14 @@ class Loop:
         )
         if not nodes:
             return
+        known = {h.name: h for h in self.inventory.hosts}
         by_host: dict[Host, list[dict]] = {}
+        now = self.clock()
         for n in nodes:
-            by_host.setdefault(self.inventory.host(n["host"]), []).append(n)
+            if n["host"] in known:
+                by_host.setdefault(known[n["host"]], []).append(n)
+            else:  # removed from hosts.toml while the job ran: it can only be lost
+                self.silent[n["host"]] = (now, "it is no longer in hosts.toml")
         asks = {h: [{"job": n["job_id"], "attempt": n["attempt"], "node": n["node_rank"], "pid": n["pid"]} for n in ns]
                 for h, ns in by_host.items()}  # fmt: skip
         answers = launch.probe_many(self.executor, asks)
@@ -203,9 +208,10 @@ class Loop:
     def sweep(self, out: dict) -> None:
         """Stop the leftovers of LOST nodes on hosts that answer again (tried every node_lost_timeout)."""
         now = self.clock()
+        known = {h.name for h in self.inventory.hosts}
         for row in self.store.query("SELECT DISTINCT host FROM job_nodes WHERE state = 'LOST'"):
             name = row["host"]
-            if self.next_sweep.get(name, 0.0) > now:
+            if name not in known or self.next_sweep.get(name, 0.0) > now:
                 continue
             self.next_sweep[name] = now + self.settings.node_lost_timeout
             out["swept"] += teardown.sweep_lost(self.store, self.executor, self.inventory, self.inventory.host(name))

@@ -189,7 +189,10 @@ def end_attempt(
     """
     job_id, attempt = job["id"], job["attempt"]
     nodes = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, attempt))
-    hosts = [inventory.host(h) for h in dict.fromkeys(n["host"] for n in nodes) if h not in unreachable]
+    known = {h.name: h for h in inventory.hosts}
+    names = list(dict.fromkeys(n["host"] for n in nodes))
+    unreachable = {**{h: "it is no longer in hosts.toml" for h in names if h not in known}, **unreachable}
+    hosts = [known[h] for h in names if h not in unreachable]
     if reports is None:
         reports = teardown(executor, hosts, job_id, grace=inventory.settings.grace_period)
     verified, said = verdict(reports, unreachable)
