@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from tests.trainer_support import (TINY, losses, run_trainer, stdlib_data, step_lines,  # noqa: F401
-                                   trainer_env, unigram_entropy)
+from tests.trainer_support import (TINY, losses, run_trainer, stdlib_data, stdlib_dataset,  # noqa: F401
+                                   step_lines, trainer_env, unigram_entropy)
+from trainer import shards
 from trainer.checkpoint import complete_checkpoints
 from trainer.train import main
 
@@ -130,3 +131,11 @@ def test_a_global_batch_that_does_not_divide_into_micro_batches_is_refused(stdli
     assert proc.stderr.strip().splitlines() == [
         "trainer: --batch-tokens 1000 is not a multiple of batch-size x seq-len x data-parallel ranks "
         "= 4 x 64 x 1 = 256"]
+
+
+def test_resuming_a_run_on_another_dataset_version_is_refused(stdlib_data, learned, tmp_path):
+    other = stdlib_dataset(tmp_path / "other", val=False)
+    proc = run_trainer(other, learned, "--max-steps", "300", check=False)
+    assert proc.returncode == 2
+    assert f"but --data is version {shards.read_manifest(other).version}" in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -134,14 +134,18 @@ class Checkpointer:
         _barrier()
         return final
 
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, check=None) -> dict | None:
         """Load the newest checkpoint every writer has into model and optimizer (collective); returns
-        its trainer.json, or None when there is none."""
+        its trainer.json, or None when there is none. check(trainer_state) may refuse it by raising,
+        before anything is loaded."""
         mine = {s for s, _ in complete_checkpoints(self.root.parent)} if self.writer else None
         step = max(set.intersection(*[s for s in _all_gather(mine) if s is not None]), default=None)
         if step is None:
             return None
         path = self.root / f"step-{step:08d}"
+        state = read_trainer_state(path)
+        if check is not None:
+            check(state)
         if self.shared:
             msd, osd = get_state_dict(model, optimizer)
             _dcp(dcp.load, {"model": msd, "optim": osd}, path, collective=True)
@@ -153,7 +157,7 @@ class Checkpointer:
         rngs = torch.load(path / "rng.pt")
         if _rank() < len(rngs):  # same world size: continue each rank's random stream exactly
             _set_rng(rngs[_rank()])
-        return read_trainer_state(path)
+        return state
 
 
 def _all_gather(obj) -> list:

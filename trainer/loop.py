@@ -139,6 +139,16 @@ class Trainer:
                 "dataset_version": m.version, "tokenizer": m.tokenizer, "eot": m.eot,
                 "world_size": self.world, "parallel": self.layout.mode, "time": time.time()}
 
+    def _can_resume(self, state: dict) -> None:
+        """Continuing a run on other data or with another model would be silently wrong: refuse."""
+        version = self.loader.manifest.version
+        if state["dataset_version"] != version:
+            raise UsageError(f"{self.args.run_dir} holds a run on dataset version {state['dataset_version']}, "
+                             f"but --data is version {version}: use a new run dir, or the run's own dataset")
+        if state["model"] != self.cfg.to_json():
+            raise UsageError(f"{self.args.run_dir} holds a run of another model ({state['model']}): "
+                             "use a new run dir, or the same --model, --seq-len and --mlp")
+
     def log(self, **fields) -> None:
         if self.writer is not None:
             self.writer.write(**fields)
@@ -151,7 +161,7 @@ class Trainer:
         """Train to max_steps; False when a signal stopped it first (after a checkpoint)."""
         a = self.args
         self.stop = StopFlag()  # from here on a signal means "checkpoint and leave", not "die"
-        state = self.ckpt.resume(self.model, self.optimizer)
+        state = self.ckpt.resume(self.model, self.optimizer, check=self._can_resume)
         if state is not None:
             self.step, self.tokens = state["step"], state["tokens"]
             self.loader.load_state_dict(state["loader"])
