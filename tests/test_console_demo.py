@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ from scheduler.store import Store
 
 @pytest.mark.slow
 def test_demo_headless_trains_on_this_machine_and_ends_with_a_sample(tmp_path):
+    # The embedded default as a file, but for the rendezvous port: other tests on this machine run
+    # their own stores, whose jobs also start at 29500 on localhost.
+    port = random.Random().randrange(40000, 60000, 100)
+    (tmp_path / "hosts.toml").write_text(
+        f'[[hosts]]\nname = "localhost"\naddress = "localhost"\npython = {json.dumps(sys.executable)}\n'
+        f"[scheduler]\nport_range = [{port}, {port + 99}]\n")
     env = {k: v for k, v in os.environ.items() if k not in ("HEADNODE_CONFIG", "HEADNODE_STATE_DIR")}
     r = subprocess.run([sys.executable, "-m", "scheduler", "demo", "--no-console", "--steps", "30"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
