@@ -303,3 +303,36 @@ def _statuses(r: Result) -> list[NodeStatus] | str:
         return [NodeStatus(**d) for d in json.loads(r.stdout)]
     except (ValueError, TypeError) as e:
         return f"unreadable probe answer ({e})"
+
+
+# Sits on a host while the loop idles, and prints one line as soon as one of the given running nodes
+# ends (its process group is gone or its exit file appears), so the loop notices a finished job in
+# ~20 ms instead of at its next cycle. It ends with that line, when its stdin closes (the loop
+# closes the stream to wake it or stop it), or after a minute at most.
+WATCH = r"""
+import json, os, select, sys, time
+nodes = json.loads(sys.argv[1])
+
+def ended(n):
+    try:
+        os.killpg(n["pid"], 0)
+    except OSError:
+        return True
+    return os.path.exists(f"{n['run_dir']}/attempt-{n['attempt']}/node-{n['node']}.exit")
+
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    done = [n for n in nodes if ended(n)]
+    if done:
+        print(json.dumps(done), flush=True)
+        break
+    if select.select([sys.stdin], [], [], 0.02)[0] and not os.read(sys.stdin.fileno(), 1):
+        break
+"""
+
+
+def watch(executor: Executor, host: Host, nodes: Sequence[Mapping], *, timeout: float):
+    """A stream whose first line says that one of `nodes` (dicts with job, attempt, node, pid) ended.
+    Raises execute.HostUnreachable if it cannot start; reading raises it after `timeout` of silence."""
+    spec = json.dumps([{**n, "run_dir": run_dir(host, n["job"])} for n in nodes])
+    return executor.stream(host, [host.python, "-c", WATCH, spec], read_timeout=timeout)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import launch, lease, policy, teardown
-from .execute import Executor
+from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
 from .store import Store, dumps, loads
 
@@ -366,15 +366,65 @@ WAKE_POLL = 0.05  # how often an idle loop looks for news in the store
 SOON = 0.1  # the next cycle, when part of a gang has exited and the rest is about to
 
 
-def _idle(store: Store, stop_event: threading.Event, seconds: float) -> None:
-    """Wait until the next cycle is due, or sooner when another process wrote to the store (a
-    submit, a cancel): SQLite's data_version changes on every commit made by another connection,
-    and reading it costs microseconds, so a new job starts without waiting out the interval."""
+def _idle(store: Store, stop_event: threading.Event, seconds: float, wake: threading.Event) -> None:
+    """Wait until the next cycle is due, or sooner: when another process wrote to the store (a
+    submit, a cancel: SQLite's data_version changes on every commit made by another connection, and
+    reading it costs microseconds), or when `wake` is set (a running node ended)."""
     version = store.execute("PRAGMA data_version").fetchone()[0]
     deadline = time.monotonic() + seconds
     while not stop_event.wait(max(0.0, min(WAKE_POLL, deadline - time.monotonic()))):
-        if time.monotonic() >= deadline or store.execute("PRAGMA data_version").fetchone()[0] != version:
+        if wake.is_set() or time.monotonic() >= deadline:
             return
+        if store.execute("PRAGMA data_version").fetchone()[0] != version:
+            return
+
+
+class _Watch:
+    """While the loop idles, one launch.WATCH stream per host with running nodes sets `event` the
+    moment one of them ends. Streams open in threads of their own, so a slow host delays nothing."""
+
+    def __init__(self, loop: Loop, seconds: float):
+        self.event = threading.Event()
+        self._streams: list = []
+        self._lock = threading.Lock()
+        self._closed = False
+        rows = loop.store.query(
+            "SELECT n.host, n.job_id AS job, n.attempt, n.node_rank AS node, n.pid FROM job_nodes n "
+            "JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
+            "WHERE j.state = 'RUNNING' AND n.state = 'RUNNING' AND n.pid IS NOT NULL"
+        )
+        known = {h.name: h for h in loop.inventory.hosts}
+        by_host: dict[str, list[dict]] = {}
+        for r in rows if seconds > SOON else ():  # a short wait is not worth starting programs for
+            if r["host"] in known and r["host"] not in loop.silent:
+                by_host.setdefault(r.pop("host"), []).append(r)
+        for name, nodes in by_host.items():
+            args = (loop.executor, known[name], nodes, seconds + 5)
+            threading.Thread(target=self._watch, args=args, name=f"watch-{name}", daemon=True).start()
+
+    def _watch(self, executor: Executor, host: Host, nodes: list[dict], timeout: float) -> None:
+        try:
+            stream = launch.watch(executor, host, nodes, timeout=timeout)
+        except HostUnreachable:
+            return  # the next reconcile says what became of the host
+        with self._lock:
+            if self._closed:
+                stream.close()
+                return
+            self._streams.append(stream)
+        try:
+            for _ in stream:
+                self.event.set()
+                return
+        except HostUnreachable:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._streams = self._streams, []
+        for s in streams:
+            s.close()
 
 
 class LeaseLost(RuntimeError):
@@ -433,8 +483,12 @@ def run_forever(
                 summary = {"error": f"{type(e).__name__}: {e}"}
             if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
-            interval = SOON if summary.get("soon") else settings.cycle_interval
-            _idle(store, stop_event, interval - (time.monotonic() - t0))
+            rest = (SOON if summary.get("soon") else settings.cycle_interval) - (time.monotonic() - t0)
+            watch = _Watch(loop, rest)
+            try:
+                _idle(store, stop_event, rest, watch.event)
+            finally:
+                watch.close()
     finally:
         for s in reversed(started):
             s.stop()
