@@ -47,7 +47,7 @@ def test_a_save_interrupted_before_its_rename_is_ignored_and_cleaned_up(tmp_path
     model, opt = make(0)
     ck = Checkpointer(tmp_path)
     ck.save(1, model, opt, {"step": 1})
-    torn = tmp_path / "checkpoints" / "step-00000002.tmp"
+    torn = tmp_path / "checkpoints" / "step-00000002.tmp-0"
     torn.mkdir()
     (torn / "trainer.json").write_text("{")
     assert latest_checkpoint(tmp_path).name == "step-00000001"

@@ -1,9 +1,9 @@
 """Checkpoints with torch.distributed.checkpoint: `{run_dir}/checkpoints/step-NNNNNNNN/`, written
 atomically, the newest `keep` kept, resumed from the newest complete one.
 
-A checkpoint is written into `step-N.tmp/` and renamed to `step-N/` by rank 0 only after every rank
-finished writing and `trainer.json` (step, loader position, model config, dataset) is on disk; a run
-killed mid-save leaves a `.tmp` that is ignored and cleaned up. Each folder holds:
+A checkpoint is written into `step-N.tmp-R/` (R: the writing rank) and renamed to `step-N/` only after
+every rank finished writing and `trainer.json` (step, loader position, model config, dataset) is on
+disk; a run killed mid-save leaves a `.tmp-R` that is ignored and cleaned up. Each folder holds:
 
     .metadata, __R_0.distcp   DCP: model and optimizer state ({"model": ..., "optim": ...})
     rng.pt                    every rank's torch RNG states, gathered by rank 0 (a list by rank)
@@ -78,23 +78,18 @@ def read_trainer_state(path: str | os.PathLike) -> dict:
 
 
 def run_dir_is_shared(run_dir: Path) -> bool:
-    """True when every rank sees the same run dir: rank 0 writes a random file, all look for it."""
+    """True when every rank sees the same run dir: rank 0 creates a file under a fresh random name
+    (so no cached lookup can answer for it), then every rank looks for it."""
     if not _dist() or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) == dist.get_world_size():
         return True
     probe = run_dir / f".shared-probe-{_broadcast(secrets.token_hex(8) if _rank() == 0 else None)}"
     if _rank() == 0:
         probe.touch()
     dist.barrier()
-    seen = torch.tensor([int(probe.exists())], device=_collective_device())
-    dist.all_reduce(seen, op=dist.ReduceOp.MIN)
-    dist.barrier()
+    shared = all(_all_gather(probe.exists()))
     if _rank() == 0:
         probe.unlink()
-    return bool(seen.item())
-
-
-def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return shared
 
 
 class Checkpointer:
@@ -105,14 +100,15 @@ class Checkpointer:
         self.writer = _rank() == 0 if shared else int(os.environ.get("LOCAL_RANK", "0")) == 0
         if self.writer:
             self.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.root.glob("step-*.tmp"):  # left by a run killed while saving
+            for stale in self.root.glob("step-*.tmp-*"):  # left by a run killed while saving
                 shutil.rmtree(stale, ignore_errors=True)
         _barrier()
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
         """Collective: every rank calls it. Returns the final folder."""
         final = self.root / f"step-{step:08d}"
-        tmp = final.with_name(final.name + ".tmp")
+        # Writers never share a temp dir, even if a shared filesystem was taken for per-host dirs.
+        tmp = final.with_name(f"{final.name}.tmp-{0 if self.shared else _rank()}")
         if self.writer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)

@@ -10,6 +10,10 @@ Modes (world = all ranks; tp = --tp-size, default the GPUs of one node so TP tra
              column-wise, both output projections row-wise (one all-reduce each per block)
     fsdp+tp  2-D mesh (dp, tp): TP inside groups of tp ranks, FSDP2 across them
 
+The model arrives built whole on the CPU from the same seed on every rank (so every layout starts from
+the same weights as one process) and is sharded here: its fp32 weights must fit host memory once per
+rank, while gradients and AdamW state, three quarters of training memory, only ever exist sharded.
+
 The embedding and head stay replicated under TP: a vocab-parallel *tied* embedding gets untied by
 `parallelize_module` and trains wrong (FIELD-NOTES), and at GPT-2 vocab sizes it is a small share.
 """
