@@ -17,9 +17,8 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from functools import cached_property
 from typing import Any, Iterator
-
-import sqlite_utils
 
 DB_NAME = "headnode.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -176,7 +175,6 @@ class Store:
         )
         conn.row_factory = sqlite3.Row
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.actor = actor or default_actor()
         self._depth = 0
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -184,6 +182,14 @@ class Store:
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    @cached_property
+    def db(self):
+        """sqlite_utils over the same connection, built on first use: importing sqlite_utils pulls in
+        numpy (~150 ms), which read-only CLI commands should not pay."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     @classmethod
     def for_state_dir(cls, state_dir: str | os.PathLike, **kw) -> "Store":
