@@ -146,7 +146,8 @@ def main() -> None:
     CPU["threads"] = GPU["threads"] = args.threads
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        print(f"CPU: {args.threads or os.cpu_count()} thread(s); tiny preset, {CPU['batch']} x {CPU['seq']} tokens per step")
+        threads = args.threads or os.cpu_count()
+        print(f"CPU: {threads} thread(s); tiny preset, {CPU['batch']} x {CPU['seq']} tokens per step")
         compare("cpu", byte_dataset(tmp / "bytes"), CPU, args.steps, args.repeat, tmp)
         import torch
 

@@ -70,4 +70,4 @@ def test_lr_warms_up_linearly_then_follows_a_cosine_down_to_the_floor():
     assert lr[0] == pytest.approx(0.1) and lr[9] == pytest.approx(1.0)
     assert lr[10] == pytest.approx(1.0) and lr[60] == pytest.approx(0.55)
     assert lr[110] == lr[119] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:], strict=False))

@@ -2,9 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer_support import stdlib_data, stdlib_dataset  # noqa: F401  (fixture)
+from tests.trainer_support import stdlib_dataset
 from trainer import shards
 from trainer.data import Loader
+
+
+@pytest.fixture(scope="module")
+def stdlib_data(tmp_path_factory):
+    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
 def rows(batches) -> list[tuple[int, ...]]:
@@ -23,7 +28,8 @@ def test_targets_are_the_inputs_shifted_by_one_token(stdlib_data):
 
 def test_ranks_read_disjoint_windows_whose_union_is_the_one_process_step(stdlib_data):
     one = Loader(stdlib_data, seq_len=64, batch_size=8, seed=3)
-    ranks = [Loader(stdlib_data, seq_len=64, batch_size=2, dp_rank=r, dp_size=2, accum_steps=2, seed=3) for r in range(2)]
+    ranks = [Loader(stdlib_data, seq_len=64, batch_size=2, dp_rank=r, dp_size=2, accum_steps=2, seed=3)
+             for r in range(2)]
     for _ in range(3):
         mine = [step_rows(loader) for loader in ranks]
         assert not set(mine[0]) & set(mine[1])

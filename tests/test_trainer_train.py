@@ -13,13 +13,17 @@ import time
 
 import pytest
 
-from tests.trainer_support import (TINY, losses, run_trainer, stdlib_data, stdlib_dataset,  # noqa: F401
-                                   step_lines, trainer_env, unigram_entropy)
+from tests.trainer_support import TINY, losses, run_trainer, stdlib_dataset, step_lines, trainer_env, unigram_entropy
 from trainer import shards
 from trainer.checkpoint import complete_checkpoints
 from trainer.train import main
 
 SHORT = ["--max-steps", "16", "--batch-size", "8", "--eval-every", "0", "--ckpt-every", "6", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def stdlib_data(tmp_path_factory):
+    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from trainer import shards
 
@@ -47,11 +46,6 @@ def unigram_entropy(directory: Path) -> float:
         counts.update(np.asarray(shards.open_shard(directory, s, m.dtype)).tolist())
     n = sum(counts.values())
     return -sum(c / n * math.log(c / n) for c in counts.values())
-
-
-@pytest.fixture(scope="session")
-def stdlib_data(tmp_path_factory) -> Path:
-    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
 def trainer_env(*, gpu: bool = False) -> dict:

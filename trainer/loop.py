@@ -171,7 +171,6 @@ class Trainer:
                  flops_per_token=self.flops_per_token, device=str(self.device))
         self.say(f"{a.model}: {self.n_params / 1e6:.2f}M parameters, {self.world} rank(s), {self.layout.mode}, "
                  f"{self.batch_tokens} tokens/step, " + (f"resumed at step {self.step}" if state else "from scratch"))
-        saved_at = self.step if state else -1
         self.model.train()
         while self.step < a.max_steps:
             stop, line = self.train_step()
@@ -187,14 +186,11 @@ class Trainer:
                          + (f" eval {line['eval_loss']:.4f}" if evaluate else ""))
             if stop or self.step % a.ckpt_every == 0 or self.step == a.max_steps:
                 path = self.ckpt.save(self.step, self.model, self.optimizer, self._trainer_state())
-                saved_at = self.step
                 self.log(event="checkpoint", step=self.step, path=str(path))
             if stop:
                 self.log(event="stop", step=self.step, signal=signal.Signals(self.stop.signum).name)
                 self.say(f"stopped at step {self.step} on {signal.Signals(self.stop.signum).name}; checkpoint written")
                 return False
-        if saved_at != self.step:  # resumed a run that had already finished
-            self.ckpt.save(self.step, self.model, self.optimizer, self._trainer_state())
         self.log(event="done", step=self.step)
         return True
 
