@@ -95,3 +95,10 @@ def test_a_dataset_too_small_for_one_window_is_refused(tmp_path):
     shards.write_manifest(tmp_path, shards.Manifest({"kind": "byte"}, 257, 256, "uint16", [s]))
     with pytest.raises(ValueError, match="not enough for one window"):
         Loader(tmp_path, seq_len=64, batch_size=1)
+
+
+def test_every_rank_gets_the_same_number_of_eval_batches_even_from_a_short_split(stdlib_data):
+    loaders = [Loader(stdlib_data, seq_len=64, batch_size=4, dp_rank=r, dp_size=3) for r in range(3)]
+    available = len(loaders[0].val_ids)
+    counts = {len(list(loader.eval_batches(available + 100))) for loader in loaders}
+    assert counts == {-(-(available // 3) // 4)}

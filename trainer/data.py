@@ -96,8 +96,10 @@ class Loader:
         return out
 
     def eval_batches(self, max_windows: int):
-        """This rank's share of the first max_windows held-out windows, in batches."""
-        ids = self.val_ids[:max_windows][self.dp_rank::self.dp_size]
+        """This rank's share of the first max_windows held-out windows, in batches. Every rank gets as
+        many batches as every other (FSDP and TP run collectives inside forward: they must pair up)."""
+        n = min(max_windows, len(self.val_ids))
+        ids = self.val_ids[:n - n % self.dp_size][self.dp_rank::self.dp_size]
         for i in range(0, len(ids), self.batch_size):
             t = torch.from_numpy(np.stack([self.val[int(j)] for j in ids[i:i + self.batch_size]]))
             yield t[:, :-1], t[:, 1:]

@@ -183,7 +183,7 @@ class Trainer:
                 self.say(f"step {self.step}/{a.max_steps} loss {line['loss']:.4f} lr {line['lr']:.2e} "
                          f"{line['tokens_per_s'] / 1e3:.1f}k tok/s"
                          + (f" mfu {line['mfu']:.1%}" if line["mfu"] is not None else "")
-                         + (f" eval {line['eval_loss']:.4f}" if evaluate else ""))
+                         + (f" eval {line['eval_loss']:.4f}" if line.get("eval_loss") is not None else ""))
             if stop or self.step % a.ckpt_every == 0 or self.step == a.max_steps:
                 path = self.ckpt.save(self.step, self.model, self.optimizer, self._trainer_state())
                 self.log(event="checkpoint", step=self.step, path=str(path))
@@ -228,12 +228,11 @@ class Trainer:
                               step_time_s=round(dt, 5))
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self) -> float | None:
         """Mean loss per token over the same held-out windows whatever the world size."""
-        n = self.args.eval_windows - self.args.eval_windows % self.layout.dp_size  # equal share per rank
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
         self.model.eval()
-        for x, y in self.loader.eval_batches(n):
+        for x, y in self.loader.eval_batches(self.args.eval_windows):
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast:
                 total[0] += self.model(x, y).double() * y.numel()
