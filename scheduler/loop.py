@@ -380,31 +380,32 @@ def _idle(store: Store, stop_event: threading.Event, seconds: float, wake: threa
 
 
 class _Watch:
-    """While the loop idles, one launch.WATCH stream per host with running nodes sets `event` the
-    moment one of them ends. Streams open in threads of their own, so a slow host delays nothing."""
+    """One launch.WATCH stream per host with running nodes, kept open across cycles while the running
+    nodes stay the same; `event` is set the moment one of them ends. Streams open in threads of their
+    own, so a slow or dead host delays nothing."""
 
-    def __init__(self, loop: Loop, seconds: float):
+    READ_TIMEOUT = 75.0  # WATCH gives up after a minute; silence past that means a dead link
+
+    def __init__(self, executor: Executor, nodes: dict[Host, list[dict]]):
+        self.key = _watch_key(nodes)
         self.event = threading.Event()
         self._streams: list = []
         self._lock = threading.Lock()
         self._closed = False
-        rows = loop.store.query(
-            "SELECT n.host, n.job_id AS job, n.attempt, n.node_rank AS node, n.pid FROM job_nodes n "
-            "JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
-            "WHERE j.state = 'RUNNING' AND n.state = 'RUNNING' AND n.pid IS NOT NULL"
-        )
-        known = {h.name: h for h in loop.inventory.hosts}
-        by_host: dict[str, list[dict]] = {}
-        for r in rows if seconds > SOON else ():  # a short wait is not worth starting programs for
-            if r["host"] in known and r["host"] not in loop.silent:
-                by_host.setdefault(r.pop("host"), []).append(r)
-        for name, nodes in by_host.items():
-            args = (loop.executor, known[name], nodes, seconds + 5)
-            threading.Thread(target=self._watch, args=args, name=f"watch-{name}", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._watch, args=(executor, h, ns), name=f"watch-{h.name}", daemon=True)
+            for h, ns in nodes.items()
+        ]
+        for t in self._threads:
+            t.start()
 
-    def _watch(self, executor: Executor, host: Host, nodes: list[dict], timeout: float) -> None:
+    def stale(self) -> bool:
+        """Fired, or a stream ended without news (its minute is up, or its host went away)."""
+        return self.event.is_set() or not all(t.is_alive() for t in self._threads)
+
+    def _watch(self, executor: Executor, host: Host, nodes: list[dict]) -> None:
         try:
-            stream = launch.watch(executor, host, nodes, timeout=timeout)
+            stream = launch.watch(executor, host, nodes, timeout=self.READ_TIMEOUT)
         except HostUnreachable:
             return  # the next reconcile says what became of the host
         with self._lock:
@@ -425,6 +426,26 @@ class _Watch:
             streams, self._streams = self._streams, []
         for s in streams:
             s.close()
+
+
+def _watched(loop: Loop) -> dict[Host, list[dict]]:
+    """The running nodes worth watching, by host (hosts that did not answer lately are left out)."""
+    rows = loop.store.query(
+        "SELECT n.host, n.job_id AS job, n.attempt, n.node_rank AS node, n.pid FROM job_nodes n "
+        "JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
+        "WHERE j.state = 'RUNNING' AND n.state = 'RUNNING' AND n.pid IS NOT NULL ORDER BY n.job_id, n.node_rank"
+    )
+    known = {h.name: h for h in loop.inventory.hosts}
+    out: dict[Host, list[dict]] = {}
+    for r in rows:
+        name = r.pop("host")
+        if name in known and name not in loop.silent:
+            out.setdefault(known[name], []).append(r)
+    return out
+
+
+def _watch_key(nodes: dict[Host, list[dict]]) -> frozenset:
+    return frozenset((h.name, n["job"], n["attempt"], n["node"], n["pid"]) for h, ns in nodes.items() for n in ns)
 
 
 class LeaseLost(RuntimeError):
@@ -468,6 +489,7 @@ def run_forever(
 
         services = [Collector(inventory), *services]
     started = []
+    watch: _Watch | None = None
     try:
         for s in services:
             s.start()
@@ -483,13 +505,16 @@ def run_forever(
                 summary = {"error": f"{type(e).__name__}: {e}"}
             if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
+            nodes = _watched(loop)
+            if watch is None or watch.key != _watch_key(nodes) or watch.stale():
+                if watch is not None:
+                    watch.close()
+                watch = _Watch(executor, nodes)
             rest = (SOON if summary.get("soon") else settings.cycle_interval) - (time.monotonic() - t0)
-            watch = _Watch(loop, rest)
-            try:
-                _idle(store, stop_event, rest, watch.event)
-            finally:
-                watch.close()
+            _idle(store, stop_event, rest, watch.event)
     finally:
+        if watch is not None:
+            watch.close()
         for s in reversed(started):
             s.stop()
         lease.release(store, holder)
