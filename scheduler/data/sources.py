@@ -37,45 +37,51 @@ def plan(srcs: list[str], include: list[str] | None = None, exclude: list[str] |
     Globs match a file's name or its path relative to the SRC; an excluded directory is not entered."""
     tasks: list[Task] = []
     for i, src in enumerate(srcs):
-        p = Path(src)
-        if not p.exists():
+        if not os.path.exists(src):
             raise UserError(f"source {src} does not exist", None, "check the path")
-        if p.is_dir():
-            files = list(_walk(p, include or ["*"], exclude or []))
+        if os.path.isdir(src):
+            files = list(_walk(src, include or ["*"], exclude or []))
             if not files:
                 globs = " ".join(include or ["*"])
                 raise UserError(f"source {src} holds no files matching {globs}", None, "check the path or --include")
-            for f in files:
-                tasks += _file_tasks(i, f, f.relative_to(p).as_posix(), explicit=False)
-        elif p.is_file():
-            tasks += _file_tasks(i, p, p.name, explicit=True)
+            for path, rel, size in files:
+                tasks += _file_tasks(i, path, rel, size, explicit=False)
+        elif os.path.isfile(src):
+            tasks += _file_tasks(i, src, os.path.basename(src), os.path.getsize(src), explicit=True)
         else:
             raise UserError(f"source {src} is neither a file nor a directory", None, "give files or directories")
     return tasks
 
 
-def _walk(root: Path, include: list[str], exclude: list[str]):
-    # Hidden entries (.git, .venv) are never corpus; symlinked directories could loop.
-    def matches(path: Path, globs: list[str]) -> bool:
-        rel = path.relative_to(root).as_posix()
-        return any(fnmatch.fnmatch(path.name, g) or fnmatch.fnmatch(rel, g) for g in globs)
+def _walk(root: str, include: list[str], exclude: list[str]):
+    """(path, path relative to root, size) of the files to read. Plain strings and scandir, not pathlib:
+    a corpus has many thousands of files and this runs before any worker starts."""
 
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not matches(here / d, exclude))
-        for name in sorted(filenames):
-            path = here / name
-            if name.startswith(".") or not path.is_file():
+    def matches(name: str, rel: str, globs: list[str]) -> bool:
+        return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in globs)
+
+    stack = [""]
+    while stack:
+        reldir = stack.pop()
+        with os.scandir(os.path.join(root, reldir)) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):  # hidden entries (.git, .venv) are never corpus
                 continue
-            if matches(path, include) and not matches(path, exclude):
-                yield path
+            rel = f"{reldir}/{e.name}" if reldir else e.name
+            if e.is_dir(follow_symlinks=False):  # a symlinked directory could loop
+                if not matches(e.name, rel, exclude):
+                    subdirs.append(rel)
+            elif e.is_file() and matches(e.name, rel, include) and not matches(e.name, rel, exclude):
+                yield e.path, rel, e.stat().st_size
+        stack += reversed(subdirs)  # depth first, in name order
 
 
-def _file_tasks(source: int, path: Path, rel: str, *, explicit: bool) -> list[Task]:
-    size = path.stat().st_size
-    jsonl = path.suffix in JSONL_SUFFIXES
+def _file_tasks(source: int, path: str, rel: str, size: int, *, explicit: bool) -> list[Task]:
+    jsonl = path.endswith(JSONL_SUFFIXES)
     if not jsonl or size <= JSONL_CHUNK:
-        return [Task(source, str(path), rel, jsonl, 0, size, explicit)]
+        return [Task(source, path, rel, jsonl, 0, size, explicit)]
     bounds = [0]
     with open(path, "rb") as f:
         while bounds[-1] + JSONL_CHUNK < size:
