@@ -47,12 +47,13 @@ def main(ctx, *, console: bool = True, steps: int | None = None) -> int:
 
     stop = threading.Event()
     loop_thread = None
-    if lease.active(store) is None:
+    holder = lease.active(store)
+    if holder is None:
         kind = "console" if console else "foreground"
         loop_thread = threading.Thread(target=_run_loop, args=(inventory, kind, stop), name="demo-loop", daemon=True)
         loop_thread.start()
     else:
-        say(f"the scheduler loop of {lease.active(store).holder} will run it")
+        say(f"the scheduler loop of {holder.holder} will run it")
     try:
         if console:
             _console(inventory, job["id"])
