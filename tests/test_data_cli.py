@@ -84,11 +84,11 @@ def test_mistakes_end_as_one_sentence_with_an_exit_code(run, argv, code, message
     assert got == code and err.startswith(message) and len(err.strip().splitlines()) == 1
 
 
-def test_showing_a_dataset_imports_no_tokenizer_ssh_or_torch(local_config, version):
+def test_showing_a_dataset_imports_no_numpy_tokenizer_ssh_or_torch(local_config, version):
     code = (
         "import sys; from scheduler.cli import main; "
         f"main(['data', 'show', 'py', '--json', '--config', {str(local_config)!r}]); "
-        "print(sorted(m for m in ('fabric', 'torch', 'tokenizers', 'tqdm', 'trainer.shards') if m in sys.modules))"
+        "print(sorted(m for m in ('numpy', 'fabric', 'torch', 'tokenizers', 'tqdm', 'trainer.shards') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
