@@ -86,7 +86,7 @@ def cmd_prepare(args, ctx) -> int:
     verb = "prepared" if r.new else "unchanged: already registered as"
     print(f"{verb} {r.name}@{r.version}: {r.tokens:,} tokens ({r.train_tokens:,} train, {r.val_tokens:,} val) in {r.shards} shards")
     rate = r.bytes / r.seconds / 1e6 if r.seconds else 0.0
-    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, {r.seconds:.1f}s ({rate:.1f} MB/s, {r.workers} workers)")
+    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, {r.seconds:.1f}s ({rate:.1f} MB/s, {r.workers} worker{'s' if r.workers > 1 else ''})")
     if r.skipped_binary:
         print(f"  {len(r.skipped_binary)} binary files skipped, e.g. {r.skipped_binary[0]}")
     print(f"  {r.path}")
