@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import launch, lease
-from .execute import Executor
+from .execute import Executor, Result
 from .inventory import Host, Inventory
 from .store import Store
 
@@ -115,7 +115,7 @@ class HostReport:
     host: str
     found: int = 0  # processes of the job seen on the host
     killed: int = 0  # of those, how many needed SIGKILL
-    left: tuple[str, ...] = ()  # what still runs: "pid 123 (python -m trainer)", "GPU 0 held by pid 123"
+    left: tuple[str, ...] = ()  # what still runs: "pid 123 (python -m trainer)", "GPU 0 still lists pid 123"
     error: str | None = None  # the host could not be asked
 
     @property
@@ -134,7 +134,7 @@ def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: f
     return [_report(h.name, results[h.name]) for h in hosts]
 
 
-def _report(host: str, r) -> HostReport:
+def _report(host: str, r: Result) -> HostReport:
     if not r.ok:
         return HostReport(host, error=r.reason or "no answer")
     try:

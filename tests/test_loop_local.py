@@ -6,6 +6,7 @@ test_loop_cluster.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -286,3 +287,19 @@ def test_a_node_that_never_started_is_requeued_without_charging_a_retry(inv, sto
     assert (row["state"], row["attempt"], row["retries"]) == ("SUCCEEDED", 2, 0)
     first = store.one("SELECT reason FROM attempts WHERE job_id = ? AND attempt = 1", (job_id,))["reason"]
     assert first == "node 0 on localhost never started (the scheduler stopped while starting it)"
+
+
+def test_a_host_removed_from_hosts_toml_mid_job_makes_it_node_lost_instead_of_stopping_the_loop(inv, store, sched):
+    job_id = submit(store, inv, ["sleep", "300"])
+    cycle_until(sched, store, job_id, {"RUNNING"})
+    renamed = dataclasses.replace(inv, hosts=(dataclasses.replace(inv.hosts[0], name="elsewhere"),))
+    with Executor(renamed) as ex:
+        later = loop.Loop(renamed, store, ex, clock=lambda: time.time() + 100)  # past node_lost_timeout
+        later.cycle()
+    row = job(store, job_id)
+    assert row["state"] == "FAILED"
+    assert row["reason"] == (
+        "NODE_LOST: localhost stopped answering for over 5 s; "
+        "NOT verified: localhost did not answer (silent for 100 s: it is no longer in hosts.toml)"
+    )
+    assert store.one("SELECT state FROM job_nodes WHERE job_id = ?", (job_id,))["state"] == "LOST"
