@@ -303,3 +303,15 @@ def test_a_host_removed_from_hosts_toml_mid_job_makes_it_node_lost_instead_of_st
         "NOT verified: localhost did not answer (silent for 100 s: it is no longer in hosts.toml)"
     )
     assert store.one("SELECT state FROM job_nodes WHERE job_id = ?", (job_id,))["state"] == "LOST"
+
+
+def test_a_dataset_job_waits_for_a_verified_copy_and_gets_its_path_in_headnode_data(inv, store, sched):
+    job_id = submit(store, inv, [PY, "-c", "import os; open('data.txt', 'w').write(os.environ['HEADNODE_DATA'])"])
+    store.execute("UPDATE jobs SET data = 'wiki@abc123' WHERE id = ?", (job_id,))  # as submit records it
+    assert sched.plan() == []  # no copy on any host yet
+    store.execute(
+        "INSERT INTO data_placements (name, version, host, state, updated_at) VALUES ('wiki', 'abc123', 'localhost', 'verified', 0)"
+    )
+    row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED", row["reason"]
+    assert (run_dir(inv, job_id) / "data.txt").read_text() == inv.hosts[0].path("data", "wiki", "abc123")
