@@ -20,10 +20,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
-
 from . import launch, lease, policy, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
@@ -33,14 +31,6 @@ log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
 LIVE = ("STARTING", "RUNNING")
-
-
-class Service(Protocol):
-    """Something that lives as long as the loop, like the telemetry collector (which marks hosts up
-    and down, and flags hung jobs, from its own writer thread)."""
-
-    def start(self) -> object: ...
-    def stop(self) -> None: ...
 
 
 @dataclass
@@ -459,7 +449,6 @@ def run_forever(
     stop_event: threading.Event | None = None,
     holder: str | None = None,
     telemetry: bool = True,
-    services: Sequence[Service] = (),
 ) -> None:
     """Hold the lease and cycle until stop_event is set (or SIGTERM, in the foreground); raises
     lease.LeaseHeld if another loop runs. With `telemetry`, the collector runs alongside.
@@ -484,16 +473,13 @@ def run_forever(
             raise LeaseLost(f"{holder} lost the scheduler lease")
 
     loop = Loop(inventory, store, executor, heartbeat=heartbeat)
-    if telemetry:
-        from .telemetry.collector import Collector  # threads and SSH streams: only a loop pays for them
-
-        services = [Collector(inventory), *services]
-    started = []
+    collector = None
     watch: _Watch | None = None
     try:
-        for s in services:
-            s.start()
-            started.append(s)
+        if telemetry:  # marks hosts up and down, and flags hung jobs, from threads of its own
+            from .telemetry.collector import Collector  # threads and SSH streams: only a loop pays for them
+
+            collector = Collector(inventory).start()
         while not stop_event.is_set():
             t0 = time.monotonic()
             try:
@@ -515,8 +501,8 @@ def run_forever(
     finally:
         if watch is not None:
             watch.close()
-        for s in reversed(started):
-            s.stop()
+        if collector is not None:
+            collector.stop()
         lease.release(store, holder)
         executor.close()
         store.close()
