@@ -10,6 +10,9 @@ Never launching twice: an attempt's job_nodes rows are committed (STARTING, no p
 remote start; a loop that finds such a row after a crash looks for the node's marker on its host,
 and only a node that left no trace at all after START_GRACE counts as never started.
 
+Between cycles the loop idles, but not deaf: a commit by another process (submit, cancel) or a
+running node's end (seen by a watch stream on its host) starts the next cycle at once.
+
 Runs as `headnode scheduler run` (kind "foreground") or in a thread of the console (kind "console"):
 `run_forever(inventory, kind=..., stop_event=...)`.
 """
@@ -22,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 from . import launch, lease, policy, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
@@ -30,7 +34,6 @@ from .store import Store, dumps, loads
 log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
-LIVE = ("STARTING", "RUNNING")
 
 
 @dataclass
