@@ -1,29 +1,28 @@
 """Trainer throughput against a minimal hand-written loop of the same model, batch and sequence.
 
-    python benchmarks/trainer.py [--steps 40] [--repeat 3] [--threads N]
+    python benchmarks/trainer.py [--steps 60] [--threads N]
 
-1. CPU (always): the `tiny` preset, 16 x 128 tokens per step, byte tokens of Python's json + email
-   package sources, all cores in one process. Goal: trainer / baseline >= 0.97.
-2. GPU (when CUDA is there): `gpt2-124m` in bf16 with torch.compile, 16 x 1024 tokens per step,
+1. CPU (where there is no GPU; the trainer uses CUDA when it can): the `tiny` preset, 16 x 128
+   tokens per step, byte tokens of Python's json + email package sources. Goal: trainer / baseline tokens/s >= 0.97.
+2. GPU (where CUDA is): `gpt2-124m` in bf16 with torch.compile, 16 x 1024 tokens per step,
    GPT-2's 50257-token vocabulary (random tokens: throughput does not depend on their values), one
-   GPU. Reports tokens/s, the ratio, and MFU = 6N + 12LdT FLOPs per token (trainer/model.py) x tokens/s
-   / the card's dense bf16 peak, with the card's name. Goal: MFU >= 50 %.
+   GPU. Reports both tokens/s, the ratio, and MFU = (6N + 12LdT FLOPs per token, trainer/model.py) x
+   tokens/s / the card's dense bf16 peak, with the card's name. Goal: MFU >= 50 %.
 
-The baseline is nanoGPT's loop reduced to what a step must do: random windows from the memmap, forward,
-backward, clip, AdamW, warmup + cosine LR, loss.item(). The trainer runs as `python -m trainer` and
-reports per-step tokens/s in its metrics; both take the median step after the first third (compile
-and allocator warmup). Each side runs in its own process, alternately, --repeat times; best of each.
-The machine may be shared: re-run before trusting a number.
+The baseline is nanoGPT's loop cut down to what a step must do: random windows from the memmap,
+forward, backward, clip, AdamW, loss.item(). The trainer side is the trainer's own step
+(`Trainer.train_step`: its loader, LR schedule, clipping, loss all-reduce and stop check) plus writing
+its metrics line, on a Trainer built from the same command line `python -m trainer` parses. Both live
+in this one process and take turns step by step (ABBA order), so a burst of load from elsewhere on a
+shared machine hits both alike; each side's figure is its median step after the first third (compile
+and allocator warmup).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -34,8 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from trainer import shards  # noqa: E402
+from trainer.config import parse_args  # noqa: E402
+from trainer.loop import PEAK_BF16, Trainer  # noqa: E402
+from trainer.model import GPT, flops_per_token, preset  # noqa: E402
 
 CPU = dict(model="tiny", batch=16, seq=128, compile=False, dtype="fp32")
 GPU = dict(model="gpt2-124m", batch=16, seq=1024, compile=True, dtype="bf16")
@@ -62,103 +65,76 @@ def _write(directory: Path, tokens: np.ndarray, *, vocab: int, eot: int, tokeniz
     return directory
 
 
-def steady(values: list[float]) -> float:
-    return statistics.median(values[len(values) // 3:])
+class HandLoop:
+    """The baseline: the same model and optimizer settings, nothing else."""
 
+    def __init__(self, data: Path, cfg: dict, device: torch.device):
+        m = shards.read_manifest(data)
+        self.tokens = shards.open_shard(data, m.split("train")[0], m.dtype)
+        self.B, self.T, self.device = cfg["batch"], cfg["seq"], device
+        torch.manual_seed(0)
+        self.model = GPT(preset(cfg["model"], vocab_size=m.vocab_size, seq_len=self.T)).to(device)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        rest = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                                     lr=1e-3, betas=(0.9, 0.95), fused=device.type == "cuda")
+        self.forward = torch.compile(self.model) if cfg["compile"] else self.model
+        self.bf16 = cfg["dtype"] == "bf16"
 
-def run_trainer(data: Path, run_dir: Path, cfg: dict, steps: int) -> float:
-    argv = [sys.executable, "-m", "trainer", "--data", str(data), "--run-dir", str(run_dir),
-            "--model", cfg["model"], "--batch-size", str(cfg["batch"]), "--seq-len", str(cfg["seq"]),
-            "--max-steps", str(steps), "--eval-every", "0", "--ckpt-every", str(10 ** 9), "--dtype", cfg["dtype"],
-            *(["--compile"] if cfg["compile"] else []), *(["--threads", str(cfg["threads"])] if cfg["threads"] else [])]
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return steady([d["tokens_per_s"] for d in lines if "event" not in d])
-
-
-def run_baseline(data: Path, cfg: dict, steps: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--baseline", str(data), json.dumps(cfg), str(steps)],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
-
-
-def baseline(data: Path, cfg: dict, steps: int) -> float:
-    """The hand-written loop; prints its steady tokens/s."""
-    import torch
-
-    from trainer.model import GPT, preset
-
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    torch.backends.cuda.matmul.allow_tf32 = True
-    m = shards.read_manifest(data)
-    tokens = shards.open_shard(data, m.split("train")[0], m.dtype)
-    B, T = cfg["batch"], cfg["seq"]
-    torch.manual_seed(0)
-    model = GPT(preset(cfg["model"], vocab_size=m.vocab_size, seq_len=T)).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), fused=cuda)
-    step_fn = torch.compile(model) if cfg["compile"] else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg["dtype"] == "bf16")
-    rates = []
-    for step in range(steps):
-        t0 = time.perf_counter()
-        lr = 1e-3 * min(1.0, (step + 1) / max(1, steps // 10)) * (0.55 + 0.45 * math.cos(math.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        ix = np.random.randint(0, len(tokens) - T - 1, B)
-        xy = torch.from_numpy(np.stack([tokens[i:i + T + 1].astype(np.int64) for i in ix])).to(device)
-        with autocast:
-            loss = step_fn(xy[:, :-1], xy[:, 1:])
+    def step(self) -> None:
+        ix = np.random.randint(0, len(self.tokens) - self.T - 1, self.B)
+        xy = torch.from_numpy(np.stack([self.tokens[i:i + self.T + 1].astype(np.int64) for i in ix])).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.forward(xy[:, :-1], xy[:, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         loss.item()
-        rates.append(B * T / (time.perf_counter() - t0))
-    return steady(rates)
 
 
-def compare(name: str, data: Path, cfg: dict, steps: int, repeat: int, tmp: Path) -> tuple[float, float]:
-    ours, base = [], []
-    for i in range(repeat):  # alternate, so a burst of load elsewhere hits both sides alike
-        base.append(run_baseline(data, cfg, steps))
-        ours.append(run_trainer(data, tmp / f"{name}-{i}", cfg, steps))
-    best_ours, best_base = max(ours), max(base)
-    print(f"{name}: trainer {best_ours:,.0f} tokens/s, hand-written loop {best_base:,.0f} tokens/s, "
-          f"ratio {best_ours / best_base:.3f} (goal >= 0.97)")
-    return best_ours, best_base
+def compare(name: str, data: Path, cfg: dict, steps: int, threads: int | None, run_dir: Path) -> float:
+    """Prints both sides' tokens/s and their ratio; returns the trainer's tokens/s."""
+    argv = ["--data", str(data), "--run-dir", str(run_dir), "--model", cfg["model"], "--batch-size", str(cfg["batch"]),
+            "--seq-len", str(cfg["seq"]), "--max-steps", str(10 * steps), "--dtype", cfg["dtype"],
+            *(["--compile"] if cfg["compile"] else []), *(["--threads", str(threads)] if threads else [])]
+    trainer = Trainer(parse_args(argv))
+    hand = HandLoop(data, cfg, trainer.device)
+
+    def trainer_step():
+        _, line = trainer.train_step()
+        trainer.log(**line)
+
+    times: dict[str, list[float]] = {"trainer": [], "hand": []}
+    for i in range(steps):
+        order = [("trainer", trainer_step), ("hand", hand.step)]
+        for side, fn in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - t0)
+    trainer.close()
+    tokens = cfg["batch"] * cfg["seq"]
+    ours, base = (tokens / statistics.median(times[s][steps // 3:]) for s in ("trainer", "hand"))
+    print(f"{name}: trainer {ours:,.0f} tokens/s, hand-written loop {base:,.0f} tokens/s, "
+          f"ratio {ours / base:.3f} (goal >= 0.97)")
+    return ours
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--baseline":
-        print(baseline(Path(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])))
-        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, help="CPU threads for both sides (default: all cores)")
+    p.add_argument("--steps", type=int, default=60, help="steps per side (default 60)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     args = p.parse_args()
-    CPU["threads"] = GPU["threads"] = args.threads
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        threads = args.threads or os.cpu_count()
-        print(f"CPU: {threads} thread(s); tiny preset, {CPU['batch']} x {CPU['seq']} tokens per step")
-        compare("cpu", byte_dataset(tmp / "bytes"), CPU, args.steps, args.repeat, tmp)
-        import torch
-
         if not torch.cuda.is_available():
+            threads = args.threads or len(os.sched_getaffinity(0))
+            print(f"CPU: {threads} thread(s); tiny preset, {CPU['batch']} x {CPU['seq']} tokens per step")
+            compare("cpu", byte_dataset(tmp / "bytes"), CPU, args.steps, args.threads, tmp / "cpu")
             print("GPU: none here; the gpt2-124m bf16 MFU figure needs a CUDA machine")
             return
-        from trainer.loop import PEAK_BF16
-        from trainer.model import flops_per_token, preset
-
         name = torch.cuda.get_device_name()
-        ours, _ = compare("gpu", gpt2_vocab_dataset(tmp / "gpt2"), GPU, args.steps, args.repeat, tmp)
+        ours = compare(f"gpu ({name})", gpt2_vocab_dataset(tmp / "gpt2"), GPU, args.steps, None, tmp / "gpu")
         peak = next((f for key, f in PEAK_BF16 if key in name), None)
         fpt = flops_per_token(preset("gpt2-124m", vocab_size=50257, seq_len=GPU["seq"]), GPU["seq"])
         mfu = f"{fpt * ours / peak:.1%} of {peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "unknown peak"

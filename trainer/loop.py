@@ -36,10 +36,13 @@ def lr_at(step: int, *, peak: float, warmup: int, decay: int, min_ratio: float) 
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop reads it between steps, and all ranks agree before stopping."""
+    """Set by SIGTERM/SIGINT once armed; the loop reads it between steps, and all ranks agree before
+    stopping."""
 
     def __init__(self):
         self.signum: int | None = None
+
+    def arm(self) -> None:
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._handle)
 
@@ -53,6 +56,7 @@ class StopFlag:
 class Trainer:
     def __init__(self, args):
         self.args = a = args
+        self.stop = StopFlag()
         self.device = self._init_distributed()
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
@@ -160,7 +164,7 @@ class Trainer:
     def run(self) -> bool:
         """Train to max_steps; False when a signal stopped it first (after a checkpoint)."""
         a = self.args
-        self.stop = StopFlag()  # from here on a signal means "checkpoint and leave", not "die"
+        self.stop.arm()  # from here on a signal means "checkpoint and leave", not "die"
         state = self.ckpt.resume(self.model, self.optimizer, check=self._can_resume)
         if state is not None:
             self.step, self.tokens = state["step"], state["tokens"]
