@@ -3,7 +3,8 @@
     python benchmarks/trainer.py [--steps 60] [--threads N]
 
 1. CPU (where there is no GPU; the trainer uses CUDA when it can): the `tiny` preset, 16 x 128
-   tokens per step, byte tokens of Python's json + email package sources. Goal: trainer / baseline tokens/s >= 0.97.
+   tokens per step, byte tokens of Python's json + email package sources.
+   Goal: trainer / baseline tokens/s >= 0.97.
 2. GPU (where CUDA is): `gpt2-124m` in bf16 with torch.compile, 16 x 1024 tokens per step,
    GPT-2's 50257-token vocabulary (random tokens: throughput does not depend on their values), one
    GPU. Reports both tokens/s, the ratio, and MFU = (6N + 12LdT FLOPs per token, trainer/model.py) x
