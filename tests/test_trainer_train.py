@@ -143,3 +143,12 @@ def test_resuming_a_run_on_another_dataset_version_is_refused(stdlib_data, learn
     assert proc.returncode == 2
     assert f"but --data is version {shards.read_manifest(other).version}" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_help_and_unknown_flags_exit_like_any_command_line_tool(tmp_path):
+    run = [sys.executable, "-m", "trainer"]
+    ok = subprocess.run([*run, "--help"], env=trainer_env(), capture_output=True, text=True)
+    assert ok.returncode == 0 and "--max-steps" in ok.stdout and not ok.stderr
+    bad = subprocess.run([*run, "--no-such-flag"], env=trainer_env(), capture_output=True, text=True)
+    assert bad.returncode == 2 and "unrecognized arguments: --no-such-flag" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -61,6 +61,8 @@ def run(argv: list[str] | None = None) -> None:
     """The process entry point: main, then flush and leave without interpreter teardown."""
     try:
         code = main(argv)
+    except SystemExit as e:  # argparse's --help (0) and usage errors (2)
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     except BaseException:  # a crash: print it like Python would, then take the same exit path
         import traceback
 
