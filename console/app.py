@@ -67,7 +67,8 @@ class HeadnodeApp(App):
         self.inventory = inventory
         self.embedded_loop = embedded_loop
         self.db = StoreThread(inventory.state_dir)
-        self._start_mode, self._start_job, self._on_job_end = mode, job, on_job_end
+        self._start_mode, self._start_job = mode, job
+        self.on_job_end = on_job_end  # what to do once the job being watched ends (the demo says)
         self._executor = None
         self._executor_lock = threading.Lock()
         self._loop_stop = threading.Event()
@@ -162,7 +163,7 @@ class HeadnodeApp(App):
         """A job being watched has just ended: say how, and what to do next when the caller said."""
         text = f"job {job['id']} ended {job['state']}: {job['reason']}"
         severity = "information" if job["state"] == "SUCCEEDED" else "error"
-        self.notify(text + (f"; {self._on_job_end}" if self._on_job_end else ""), severity=severity, timeout=60)
+        self.notify(text + (f"; {self.on_job_end}" if self.on_job_end else ""), severity=severity, timeout=60)
 
     def open_job(self, job_id: int) -> None:
         self.push_screen(JobScreen(int(job_id)))

@@ -183,3 +183,20 @@ async def test_the_console_takes_over_the_loop_when_the_holders_lease_has_expire
     with Store.for_state_dir(inv.state_dir) as store:
         assert store.one("SELECT what FROM events WHERE object = 'lease:scheduler' ORDER BY id DESC LIMIT 1") == {
             "what": "released"}
+
+
+async def test_a_watched_job_that_ends_is_announced_with_the_callers_hint(synthetic):
+    from scheduler.store import Store
+
+    app = build_app(synthetic, embedded_loop=False, job=50, on_job_end="press q for more")
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(pilot)
+        with Store.for_state_dir(synthetic.state_dir) as store:
+            store.execute("UPDATE jobs SET state = 'SUCCEEDED', reason = 'every node exited 0' WHERE id = 50")
+        for _ in range(20):
+            await settle(pilot)
+            if app._notifications:
+                break
+        assert [n.message for n in app._notifications] == [
+            "job 50 ended SUCCEEDED: every node exited 0; press q for more"]
+        assert "log (job ended: press q for more)" in screen_text(app)

@@ -119,6 +119,8 @@ class JobScreen(PolledScreen):
         if was is not None and was not in TERMINAL_STATES and state in TERMINAL_STATES:
             self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
+        if state in TERMINAL_STATES and self.app.on_job_end:  # stays on screen, unlike the notice
+            self.query_one("#log-title", Static).update(Text(f"log (job ended: {self.app.on_job_end})", style="bold"))
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}
         self.query_one("#nodes-table", LineTable).set_rows(rows)
