@@ -7,7 +7,10 @@ snapshot taken today matches one taken next year.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+
+import pytest
 
 from scheduler.inventory import Host, Inventory
 from scheduler.store import Store, dumps
@@ -100,10 +103,6 @@ def populate(inv: Inventory, *, jobs: int, events: int, gpus: int = 8) -> None:
 
 # --- pytest helpers (imported by the console tests) ------------------------------------------
 
-import time as _time  # noqa: E402
-
-import pytest  # noqa: E402
-
 
 @pytest.fixture
 def synthetic(tmp_path, monkeypatch):
@@ -112,12 +111,12 @@ def synthetic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fmt, "now", lambda: NOW)
     monkeypatch.setenv("TZ", "UTC")
-    _time.tzset()
+    time.tzset()
     inv = inventory(tmp_path / "state", 16)
     populate(inv, jobs=50, events=100)
     yield inv
     monkeypatch.undo()
-    _time.tzset()
+    time.tzset()
 
 
 def screen_text(app) -> str:
