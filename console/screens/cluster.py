@@ -18,7 +18,6 @@ from ..widgets.status_line import StatusLine
 from .base import PolledScreen
 
 HISTORY = 120  # polls kept per GPU for the sparkline (two minutes at the default interval)
-SPARK = 14
 
 
 def _used(v: tuple) -> str:
@@ -26,31 +25,32 @@ def _used(v: tuple) -> str:
     return f"{used}/{'?' if total is None else total}"
 
 
-def _pct_bar(v: float | None, width: int = 10):
+def _pct_bar(v: float | None, width: int):
     return fmt.bar(None if v is None else v / 100, width, fmt.percent(v))
 
 
-def _mem_bar(v: tuple):
+def _mem_bar(v: tuple, width: int):
     used, total = v
     if used is None or not total:
-        return fmt.bar(None, 12)
-    return fmt.bar(used / total, 12, f"{fmt.nbytes(used)}/{fmt.nbytes(total)}")
+        return fmt.bar(None, width)
+    return fmt.bar(used / total, width, f"{fmt.nbytes(used)}/{fmt.nbytes(total)}")
 
 
+# Bars and sparklines share the width left by the fixed columns: wider terminals get longer ones.
 HOST_COLUMNS = [
     Column("HOST", 0),
     Column("STATE", 8, fmt=fmt.state),
     Column("GPUS", 5, "right", fmt=_used),
-    Column("CPU", 10, fmt=_pct_bar),
-    Column("MEM", 10, fmt=_pct_bar),
+    Column("CPU", 0, fmt=_pct_bar, fit=True),
+    Column("MEM", 0, fmt=_pct_bar, fit=True),
     Column("JOBS", 0),
 ]
 GPU_COLUMNS = [
     Column("GPU", 3, "right"),
-    Column("NAME", 0),
-    Column("UTIL", 10, fmt=_pct_bar),
-    Column("MEMORY", 12, fmt=_mem_bar),
-    Column("RECENT UTIL", SPARK, fmt=lambda v: fmt.sparkline(v, SPARK)),
+    Column("NAME", 0, fmt=lambda v: v.removeprefix("NVIDIA ")),  # the vendor is the same everywhere
+    Column("UTIL", 0, fmt=_pct_bar, fit=True),
+    Column("MEMORY", 0, fmt=_mem_bar, fit=True),
+    Column("RECENT UTIL", 0, fmt=fmt.sparkline, fit=True),
     Column("TEMP", 4, "right", fmt=lambda v: "" if v is None else f"{v:.0f}C"),
     Column("POWER", 5, "right", fmt=lambda v: "" if v is None else f"{v:.0f}W"),
     Column("JOB", 6, "right"),

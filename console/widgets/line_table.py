@@ -32,7 +32,8 @@ class Column:
     label: str
     width: int = 0  # 0: share the width left over by the fixed columns
     align: str = "left"  # or "right"
-    fmt: Callable[[Cell], str | Text] = lambda v: "" if v is None else str(v)
+    fmt: Callable[..., str | Text] = lambda v: "" if v is None else str(v)
+    fit: bool = False  # fmt takes (value, width): bars and sparklines that grow with the column
     sort_key: Callable[[Cell], Any] | None = None  # default: the value, None sorting last
 
 
@@ -171,7 +172,7 @@ class LineTable(ScrollView, can_focus=True):
         """The row as shown, as plain text (for tests and the filter)."""
         if key not in self._search:
             row = self._rows[key]
-            self._search[key] = "  ".join(_plain(c.fmt(v)) for c, v in zip(self.columns, row))
+            self._search[key] = "  ".join(_plain(c.fmt(v, 8) if c.fit else c.fmt(v)) for c, v in zip(self.columns, row))
         return self._search[key]
 
     # _order is ascending (or arrival order when unsorted); reverse only changes how it is read, so
@@ -296,7 +297,8 @@ class LineTable(ScrollView, can_focus=True):
                 return Strip([Segment(self.empty.ljust(width)[:width], base + Style(dim=True))], width)
             return Strip.blank(width, base)
         values = self._rows[self._key_at(row)]
-        cells = [c.fmt(v) for c, v in zip(self.columns, values)]
+        widths = self._column_widths(width)
+        cells = [c.fmt(v, w) if c.fit else c.fmt(v) for c, v, w in zip(self.columns, values, widths)]
         return self._strip(cells, width, base + cursor if row == self.cursor else base)
 
     def _strip(self, cells: list[str | Text], width: int, style: Style) -> Strip:

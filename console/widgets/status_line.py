@@ -36,17 +36,22 @@ class StatusLine(Widget):
             style = "bold reverse" if mode == current else ""
             line.append(f" {key} {label} ", style=style)
         ov, embedded = app.overview, app.embedded
-        sched = scheduler_label(ov, embedded)
-        right = Text()
-        if ov is not None and self.size.width >= 100:
-            right.append(f"hosts {ov.hosts_up}/{ov.hosts} up  GPUs {ov.gpus_used}/{ov.gpus}  "
-                         f"jobs {ov.running} running {ov.pending} pending  ")
-        right.append(f"{sched} ", style="green" if embedded or (ov and ov.holder) else "bold yellow")
-        if ov is not None and ov.holder and ov.last_cycle_at and self.size.width >= 100:
-            right.append(f"(cycle {fmt.age(ov.last_cycle_at)} ago) ", style="dim")
-        gap = self.size.width - line.cell_len - right.cell_len
-        if gap < 1:
+        sched = Text(f"{scheduler_label(ov, embedded)} ", style="green" if embedded or (ov and ov.holder) else "bold yellow")
+        # What fits, by priority: who runs the scheduler, then the cluster at a glance, then the
+        # age of the last cycle (a stalled loop shows there first).
+        extras = []
+        if ov is not None:
+            extras.append(Text(f"hosts {ov.hosts_up}/{ov.hosts} up  GPUs {ov.gpus_used}/{ov.gpus}  "
+                               f"jobs {ov.running} running {ov.pending} pending  "))
+            if ov.holder and ov.last_cycle_at:
+                extras.append(Text(f"(cycle {fmt.age(ov.last_cycle_at)} ago) ", style="dim"))
+        room = self.size.width - line.cell_len - 1
+        if sched.cell_len > room:
             return line
-        line.append(" " * gap)
+        right = sched
+        for extra in extras:
+            if right.cell_len + extra.cell_len <= room:
+                right = Text.assemble(extra, right) if extra is extras[0] else Text.assemble(right, extra)
+        line.append(" " * (self.size.width - line.cell_len - right.cell_len))
         line.append_text(right)
         return line
