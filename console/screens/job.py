@@ -39,7 +39,9 @@ def summary(d: queries.JobDetail) -> Text:
     t.append_text(fmt.state(j["state"]))
     if j["reason"]:
         t.append(f"  {j['reason']}", style="italic")
-    parts = [f"attempt {j['attempt']}/{j['retries'] + 1}", f"data {j['data'] or '-'}"]
+    parts = [f"data {j['data'] or '-'}"]
+    if j["retries"] or j["attempt"] > 1:  # a job without retries has one attempt: no need to say
+        parts.insert(0, f"attempt {j['attempt']}/{j['retries'] + 1}")
     if j["started_at"]:
         parts.append(f"ran {fmt.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
     if m:
