@@ -8,9 +8,12 @@ wrong TP plan: FIELD-NOTES saw 0.034) is three orders of magnitude larger.
 """
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from tests.trainer_support import TINY, free_port, losses, run_trainer, stdlib_dataset, step_lines, trainer_env
@@ -94,3 +97,24 @@ def test_two_nodes_with_their_own_run_dirs_train_like_one_process_and_resume_fro
     rank0 = next(h for h in hosts if (h / "metrics.jsonl").exists() and max(losses(h)) == 8
                  and step_lines(h)[8]["time"] > step_lines(h)[4]["time"])
     assert_same_curve(rank0, reference)
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_the_rerun_continues_the_curve(
+        stdlib_data, reference, tmp_path):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "trainer",
+            "--data", str(stdlib_data), "--run-dir", str(tmp_path), *TINY, *RUN, "--batch-size", "4",
+            "--ckpt-every", "100"]
+    agent = subprocess.Popen(argv, env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not ((tmp_path / "metrics.jsonl").exists() and step_lines(tmp_path)):
+        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[0][-3000:]
+        time.sleep(0.05)
+    workers = psutil.Process(agent.pid).children()
+    assert len(workers) == 2
+    workers[-1].send_signal(signal.SIGTERM)  # one rank only, as when a host's processes are signalled
+    out = agent.communicate(timeout=180)[0]
+    assert agent.returncode != 0  # torchrun reports the early stop (exit 143) as a failure, not success
+    stopped = max(step_lines(tmp_path))
+    assert [s for s, _ in complete_checkpoints(tmp_path)] == [stopped] and stopped < 8, out[-3000:]
+    run_trainer(stdlib_data, tmp_path, *RUN, "--batch-size", "4", "--ckpt-every", "100", nproc=2)
+    assert_same_curve(tmp_path, reference)
