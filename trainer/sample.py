@@ -23,8 +23,7 @@ from trainer.model import GPT, GPTConfig, generate
 
 
 class ByteCodec:
-    def __init__(self, eot: int):
-        self.eot = eot
+    """Tokens 0..255 are bytes; the end-of-text token (256) and padding decode to nothing."""
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode())
@@ -49,7 +48,7 @@ class BPECodec:
 def codec_for(state: dict, data_dir: Path | None):
     tok = state["tokenizer"]
     if tok["kind"] == "byte":
-        return ByteCodec(state["eot"])
+        return ByteCodec()
     if tok["kind"] == "bpe":
         return BPECodec((data_dir or Path(state["data"])) / tok["file"])
     raise ValueError(f"unknown tokenizer kind {tok['kind']!r}")
@@ -84,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(ckpt, device)
-    codec = codec_for(read_trainer_state(ckpt), args.data)
-    ids = codec.encode(args.prompt) or [read_trainer_state(ckpt)["eot"]]
+    state = read_trainer_state(ckpt)
+    try:
+        codec = codec_for(state, args.data)
+    except (ValueError, OSError, ImportError, RuntimeError) as e:  # tokenizers raises plain Exceptions too
+        print(f"trainer.sample: cannot load the run's tokenizer ({e}): pass --data DIR with the dataset "
+              "that holds it, or install `tokenizers`", file=sys.stderr)
+        return 2
+    ids = codec.encode(args.prompt) or [state["eot"]]
     g = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(model, torch.tensor([ids], device=device), args.tokens, temperature=args.temperature,
                    top_k=args.top_k, generator=g)
