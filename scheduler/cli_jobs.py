@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--name", help="a readable name (default: from the command, plus the id)")
     p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
     p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
+    p.add_argument("--procs-per-node", type=int, metavar="N", help="processes on each host of a CPU job (--gpus-per-node 0; default 1)")
     p.add_argument("--data", metavar="NAME@VERSION", help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
     p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
     p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
@@ -91,6 +92,7 @@ def cmd_submit(args, ctx) -> int:
         name=args.name,
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
+        procs_per_node=args.procs_per_node,
         data=args.data,
         priority=args.priority,
         time_limit=jobs.parse_time_limit(args.time_limit) if args.time_limit is not None else None,
@@ -158,7 +160,7 @@ def cmd_show(args, ctx) -> int:
     fields = [
         ("reason", doc["reason"]),
         ("command", shlex.join(doc["command"])),
-        ("shape", f"{doc['nodes_requested']} node(s) x {doc['gpus_per_node']} GPU(s)"),
+        ("shape", _shape(doc)),
         ("priority", doc["priority"]),
         ("time limit", limit),
         ("retries", doc["retries"]),
@@ -196,6 +198,12 @@ def cmd_show(args, ctx) -> int:
             [[_when(e["ts"]), e["actor"], e["what"], _clean(e["reason"])] for e in doc["events"][-10:]],
         )
     return 0
+
+
+def _shape(doc: dict) -> str:
+    if doc["gpus_per_node"]:
+        return f"{doc['nodes_requested']} node(s) x {doc['gpus_per_node']} GPU(s)"
+    return f"{doc['nodes_requested']} node(s) x {doc['procs_per_node']} CPU process(es)"
 
 
 def _clean(value) -> str:
@@ -390,7 +398,9 @@ def cmd_scheduler_status(args, ctx) -> int:
     elif cur is None:
         print("no scheduler loop has run on this store; start one with `headnode scheduler run`")
     elif not active:
-        print(f"no scheduler loop is running; the last was {cur.describe()}, its lease expired {human_age(cur.expires_at)} ago")
+        gone = cur.dead_holder()
+        ended = gone if gone is not None else f"its lease expired {human_age(cur.expires_at)} ago"
+        print(f"no scheduler loop is running; the last was {cur.describe()}, {ended}")
     else:
         print(f"scheduler loop: {cur.describe()}; lease expires in {max(0.0, cur.expires_at - time.time()):.1f} s")
         if cur.last_cycle:

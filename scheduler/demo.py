@@ -108,8 +108,8 @@ def prepare_dataset(store: Store, executor, inventory: Inventory, host) -> str:
 def submit(store: Store, inventory: Inventory, data: str, steps: int) -> dict:
     command = ["python", "-m", "trainer", "--model", "tiny", "--max-steps", str(steps), "--eval-every", "50",
                "--ckpt-every", str(steps), "--batch-size", "16"]
-    spec = jobs.JobSpec(command=command, name="demo", nodes=1, gpus_per_node=0, data=data,
-                        env={"PET_NPROC_PER_NODE": str(PROCESSES)}, time_limit=RUN_TIMEOUT)
+    spec = jobs.JobSpec(command=command, name="demo", nodes=1, gpus_per_node=0, procs_per_node=PROCESSES, data=data,
+                        time_limit=RUN_TIMEOUT)
     return jobs.submit(store, inventory, spec)
 
 

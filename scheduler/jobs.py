@@ -35,6 +35,7 @@ class JobSpec:
     name: str | None = None
     nodes: int = 1
     gpus_per_node: int = 0
+    procs_per_node: int | None = None  # CPU jobs only (None: one); a GPU job runs one process per GPU
     data: str | None = None
     priority: int = 0
     time_limit: float | None = None  # seconds
@@ -78,6 +79,12 @@ def parse_env(items: list[str]) -> dict[str, str]:
                 "it must be NAME=VALUE with a NAME of letters, digits and '_' not starting with a digit",
                 "e.g. --env NCCL_DEBUG=INFO",
             )
+        if key == "PET_NPROC_PER_NODE":  # torchrun's own setting: our --nproc-per-node would override it
+            raise UserError(
+                f"cannot set {key} with --env",
+                "the scheduler passes torchrun the processes per node itself",
+                "use --procs-per-node N for a CPU job (a GPU job runs one process per GPU)",
+            )
         if RESERVED_ENV.match(key):
             raise UserError(
                 f"cannot set {key} with --env",
@@ -118,6 +125,15 @@ def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
         raise UserError(f"bad --nodes {spec.nodes}", "a job needs at least one node", "use --nodes 1 or more")
     if spec.gpus_per_node < 0:
         raise UserError(f"bad --gpus-per-node {spec.gpus_per_node}", "it cannot be negative", "use 0 for a CPU-only job")
+    if spec.procs_per_node is not None:
+        if spec.gpus_per_node:
+            raise UserError(
+                "--procs-per-node is for CPU jobs only",
+                f"with --gpus-per-node {spec.gpus_per_node} each node runs one process per GPU",
+                "drop --procs-per-node, or use --gpus-per-node 0",
+            )
+        if spec.procs_per_node < 1:
+            raise UserError(f"bad --procs-per-node {spec.procs_per_node}", "a node runs at least one process", "use 1 or more")
     if spec.retries < 0:
         raise UserError(f"bad --retries {spec.retries}", "it cannot be negative", "use 0 for no retries")
     if spec.time_limit is not None and spec.time_limit <= 0:
@@ -144,14 +160,15 @@ def submit(store: Store, inventory: Inventory, spec: JobSpec, *, actor: str | No
     actor = actor or store.actor
     with store.tx():
         cur = store.execute(
-            "INSERT INTO jobs (name, state, reason, command, nodes, gpus_per_node, data, priority,"
+            "INSERT INTO jobs (name, state, reason, command, nodes, gpus_per_node, procs_per_node, data, priority,"
             " time_limit, retries, attempt, env, tags, user, submitted_at)"
-            " VALUES (?, 'PENDING', 'waiting for resources', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            " VALUES (?, 'PENDING', 'waiting for resources', ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
             (
                 spec.name or "",
                 dumps(spec.command),
                 spec.nodes,
                 spec.gpus_per_node,
+                spec.procs_per_node,
                 spec.data,
                 spec.priority,
                 spec.time_limit,
@@ -166,6 +183,8 @@ def submit(store: Store, inventory: Inventory, spec: JobSpec, *, actor: str | No
         if not spec.name:  # the id makes the default name unique
             store.execute("UPDATE jobs SET name = ? WHERE id = ?", (f"{default_name(spec.command)}-{job_id}", job_id))
         shape = f"{spec.nodes} node(s) x {spec.gpus_per_node} GPU(s)"
+        if spec.procs_per_node:
+            shape += f" x {spec.procs_per_node} process(es)"
         store.event(f"job:{job_id}", "submitted", shape, actor=actor)
     return get(store, job_id)
 
@@ -178,6 +197,11 @@ def _check_name(name: str) -> None:
     # Control characters would rewrite the terminal of whoever runs `queue`; anything else is kept.
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise UserError(f"bad job name {name!r}", "it contains control characters", "use printable characters only")
+
+
+def procs_per_node(job: dict) -> int:
+    """The processes torchrun starts on each node: one per GPU, else as asked (default one)."""
+    return job["gpus_per_node"] or job["procs_per_node"] or 1
 
 
 def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:
@@ -287,6 +311,7 @@ def summary(job: dict, hosts: Sequence[str] = ()) -> dict:
         "reason": job["reason"],
         "nodes": job["nodes"],
         "gpus_per_node": job["gpus_per_node"],
+        "procs_per_node": procs_per_node(job),
         "priority": job["priority"],
         "submitted_at": job["submitted_at"],
         "started_at": job["started_at"],
@@ -363,6 +388,7 @@ def show(store: Store, job_id: int) -> dict:
         "env": loads(job["env"], {}),
         "tags": loads(job["tags"], []),
         "gpus_per_node": job["gpus_per_node"],
+        "procs_per_node": procs_per_node(job),
         "nodes_requested": job["nodes"],
         "priority": job["priority"],
         "time_limit": job["time_limit"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,7 +38,28 @@ MARKER = "HEADNODE_JOB_ID"
 # part arrives as a positional argument ("$@"), so nothing the user typed is parsed by a shell.
 WRAP = 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"'
 
-# The starter: makes the attempt dir, resolves paths against the login directory (the run dir
+# Exits 3 if the rendezvous port is taken (by a process that is not one of our jobs: the policy never
+# gives two of ours one port on a host). It binds as torchrun's c10d store will: every address, IPv6
+# dual-stack where the host has it, else IPv4, with SO_REUSEADDR (so a port in TIME_WAIT is free).
+# Any other failure is left for torchrun to report. Run with -I: a socket.py in the login directory
+# must not stand in for the module.
+PORT_FREE = """
+import errno, socket, sys
+port = int(sys.argv[1])
+for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "")):
+    try:
+        socket.create_server((host, port), family=family, dualstack_ipv6=family == socket.AF_INET6).close()
+        break
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            sys.exit(3)
+    except ValueError:  # no dual-stack here
+        pass
+"""
+PORT_BUSY = "port busy"
+
+# The starter: on the rendezvous node, first checks that the port is free (or prints PORT_BUSY and
+# starts nothing); makes the attempt dir, resolves paths against the login directory (the run dir
 # physically: the marker search compares it with realpath), exports the node's environment (so every
 # process it forks carries the marker from its first instant: a teardown racing the start cannot miss
 # one), starts the wrapper in its own session with all three fds redirected (or the SSH channel would
@@ -45,7 +67,8 @@ WRAP = 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && 
 # A background job of a non-interactive sh is not a group leader, so setsid does not fork: $! is the
 # wrapper itself, leader of the node's session and process group.
 START = """
-run_dir=$1 attempt=$2 node=$3 data=$4 n=$5; shift 5
+run_dir=$1 attempt=$2 node=$3 data=$4 py=$5 port=$6 n=$7; shift 7
+if [ -n "$port" ]; then "$py" -I -c @PORT_FREE@ "$port"; [ $? -ne 3 ] || { echo "@PORT_BUSY@"; exit 0; }; fi
 case $data in ''|/*) ;; *) data=$PWD/$data ;; esac
 mkdir -p -- "$run_dir/attempt-$attempt" && cd -- "$run_dir" || exit 1
 while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
@@ -53,7 +76,7 @@ export HEADNODE_RUN_DIR="$(pwd -P)"
 if [ -n "$data" ]; then export HEADNODE_DATA="$data"; fi
 setsid "$@" </dev/null >"attempt-$attempt/node-$node.log" 2>&1 &
 echo $!
-"""
+""".replace("@PORT_FREE@", shlex.quote(PORT_FREE)).replace("@PORT_BUSY@", PORT_BUSY)
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,7 @@ class NodeSpec:
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     data_path: str | None = None
+    procs_per_node: int = 1  # a zero-GPU job's processes per node (a GPU job runs one per GPU)
 
     @property
     def run_dir(self) -> str:
@@ -78,12 +102,8 @@ class NodeSpec:
 
     @property
     def nproc(self) -> int:
-        """One process per GPU. A zero-GPU job (CPU hosts, tests, `headnode demo`) runs one per node,
-        or as many as its env asks with PET_NPROC_PER_NODE (torchrun's own name for that setting)."""
-        if self.gpus:
-            return len(self.gpus)
-        asked = self.env.get("PET_NPROC_PER_NODE", "1")
-        return int(asked) if asked.isdigit() and int(asked) > 0 else 1
+        """One process per GPU; a zero-GPU job (CPU hosts, tests, `headnode demo`) runs procs_per_node."""
+        return len(self.gpus) or self.procs_per_node
 
 
 def run_dir(host: Host, job_id: int) -> str:
@@ -146,9 +166,10 @@ def node_env(spec: NodeSpec) -> dict[str, str]:
 def start_argv(spec: NodeSpec) -> list[str]:
     env = [f"{k}={v}" for k, v in node_env(spec).items()]
     exit_file = f"attempt-{spec.attempt}/node-{spec.node_rank}.exit"
+    check = [spec.host.python, str(spec.port)] if spec.node_rank == 0 else ["", ""]  # only node 0 binds it
     return [
         "sh", "-c", START, "headnode-start", spec.run_dir, str(spec.attempt), str(spec.node_rank), spec.data_path or "",
-        str(len(env)), *env, "sh", "-c", WRAP, "headnode-wrap", exit_file, *torchrun_argv(spec),
+        *check, str(len(env)), *env, "sh", "-c", WRAP, "headnode-wrap", exit_file, *torchrun_argv(spec),
     ]  # fmt: skip
 
 
@@ -159,21 +180,30 @@ class Started:
     pid: int | None
     error: str | None = None  # why it did not start
     unreachable: bool = False  # the host did not answer (as opposed to refusing the command)
+    port_busy: bool = False  # node 0 found its rendezvous port taken, and started nothing
 
 
 def start(executor: Executor, specs: Sequence[NodeSpec], *, timeout: float = 20.0) -> list[Started]:
-    """Start every node at once (one round trip per host); returns as soon as all are detached."""
+    """Start node 0 (the rendezvous host, which first checks its port), then every other node at once:
+    one round trip per host; returns as soon as all are detached. When node 0 did not start, the
+    others are not tried (nothing would host their rendezvous) and only node 0's Started comes back."""
+    specs = sorted(specs, key=lambda s: s.node_rank)
     by_host = {s.host.name: s for s in specs}
     if len(by_host) != len(specs):
         raise ValueError("a job places at most one node per host")
-    results = executor.run_many([s.host for s in specs], lambda h: start_argv(by_host[h.name]), timeout=timeout)
-    return [_started(s, results[s.host.name]) for s in specs]
+    first = _started(specs[0], executor.run(specs[0].host, start_argv(specs[0]), timeout=timeout))
+    if first.pid is None or len(specs) == 1:
+        return [first]
+    rest = executor.run_many([s.host for s in specs[1:]], lambda h: start_argv(by_host[h.name]), timeout=timeout)
+    return [first, *(_started(s, rest[s.host.name]) for s in specs[1:])]
 
 
 def _started(spec: NodeSpec, r: Result) -> Started:
     out = r.stdout.strip()
     if r.ok and out.isdigit():
         return Started(spec.node_rank, spec.host.name, int(out), None)
+    if r.ok and out == PORT_BUSY:
+        return Started(spec.node_rank, spec.host.name, None, f"port {spec.port} busy on {spec.host.name}", port_busy=True)
     return Started(spec.node_rank, spec.host.name, None, r.reason or f"unexpected answer {out[:80]!r}", r.error is not None)
 
 

@@ -2,13 +2,16 @@
 
 A row in the store's `lease` table names the holder and when its claim runs out. The holder renews it
 every cycle; a loop that dies (kill -9, a lost terminal) simply stops renewing, and the next loop may
-take over once `expires_at` has passed. Taking and renewing happen inside BEGIN IMMEDIATE
-transactions, so two loops starting at the same instant cannot both win.
+take over once `expires_at` has passed -- or at once, when the holder ran on this machine and its
+process is gone (holders are `pid@hostname`, so `cancel` or the console after a crashed loop on the
+head need not wait out the ttl). Taking and renewing happen inside BEGIN IMMEDIATE transactions, so
+two loops starting at the same instant cannot both win.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from .errors import UserError
 from .store import Store, dumps, loads
 
 NAME = "scheduler"
+_HOLDER_RE = re.compile(r"(\d+)@([^/]+)(?:/.*)?")  # pid@hostname, with an optional /role (teardown's "/cancel")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,15 @@ class Lease:
     last_cycle: dict | None
 
     def expired(self, now: float | None = None) -> bool:
-        return (time.time() if now is None else now) >= self.expires_at
+        return (time.time() if now is None else now) >= self.expires_at or self.dead_holder() is not None
+
+    def dead_holder(self) -> str | None:
+        """Why the holder is known to be gone (its process on this machine no longer exists), else None.
+        A holder on another machine, or a pid that lives (even if reused), waits out expires_at."""
+        m = _HOLDER_RE.fullmatch(self.holder)
+        if m is None or m[2] != socket.gethostname() or _alive(int(m[1])):
+            return None
+        return f"its process {m[1]} on this machine is gone"
 
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -46,6 +58,20 @@ class LeaseHeld(UserError):
 
 def holder_id() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) still answers kill(0) but runs no loop
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def current(store: Store) -> Lease | None:
@@ -87,8 +113,13 @@ def acquire(store: Store, holder: str, kind: str, ttl: float, *, now: float | No
             "last_cycle_at = NULL, last_cycle = NULL",
             (NAME, holder, kind, now, now + ttl),
         )
-        what = "took over an expired lease" if lease is not None and lease.holder != holder else "acquired"
-        store.event(f"lease:{NAME}", what, f"{holder} ({kind})")
+        if lease is None or lease.holder == holder:
+            what, why = "acquired", f"{holder} ({kind})"
+        elif (dead := lease.dead_holder()) is not None and now < lease.expires_at:
+            what, why = "took over a dead holder's lease", f"{holder} ({kind}) from {lease.holder}: {dead}"
+        else:
+            what, why = "took over an expired lease", f"{holder} ({kind}) from {lease.holder}"
+        store.event(f"lease:{NAME}", what, why)
     return current(store)
 
 

@@ -34,6 +34,7 @@ from .store import Store, dumps, loads
 log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
+BUSY_PORT_MEMORY = 300.0  # a rendezvous port found taken on a host is not placed there for this long
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Loop:
     # host -> (last failure, why): hosts that did not answer us lately are not placed on for a while.
     silent: dict[str, tuple[float, str]] = field(default_factory=dict)
     next_sweep: dict[str, float] = field(default_factory=dict)
+    # (host, port) -> until when: rendezvous ports that something not ours was found listening on.
+    busy_ports: dict[tuple[str, int], float] = field(default_factory=dict)
 
     @property
     def settings(self):
@@ -214,8 +217,11 @@ class Loop:
 
     def schedule(self, out: dict) -> None:
         for p in self.plan():
-            if self.launch(p):
+            outcome = self.launch(p)
+            if outcome == "started":
                 out["started"].append(p.job_id)
+            elif outcome == "port busy":
+                out["soon"] = True  # placed again on another port next cycle, without the idle wait
             self.heartbeat()
 
     def plan(self) -> list[policy.Placement]:
@@ -244,6 +250,10 @@ class Loop:
     def _host_views(self, now: float) -> list[policy.HostView]:
         rows = {r["name"]: r for r in self.store.query("SELECT * FROM hosts")}
         cooldown = self.settings.node_lost_timeout
+        self.busy_ports = {k: until for k, until in self.busy_ports.items() if until > now}
+        busy: dict[str, set[int]] = {}
+        for host, port in self.busy_ports:
+            busy.setdefault(host, set()).add(port)
         views = []
         for h in self.inventory.hosts:
             r = rows.get(h.name, {})
@@ -253,6 +263,7 @@ class Loop:
                 gpus=h.gpus if h.gpus is not None else r.get("gpus_detected"),
                 schedulable=not r.get("draining") and r.get("state") != "down" and not quiet,
                 tags=frozenset(h.tags),
+                used_ports=frozenset(busy.get(h.name, ())),
             ))  # fmt: skip
         return views
 
@@ -272,8 +283,9 @@ class Loop:
                 j["ends"] = r["started_at"] + r["time_limit"]
         return [policy.RunningJob(i, j["alloc"], j["ports"], j["ends"]) for i, j in jobs.items()]
 
-    def launch(self, placement: policy.Placement) -> bool:
-        """Commit the attempt (STARTING, nodes without pids), then start every node at once."""
+    def launch(self, placement: policy.Placement) -> str:
+        """Commit the attempt (STARTING, nodes without pids), then start its nodes (launch.start).
+        Returns "started", "port busy" (requeued at once, uncharged), "failed" or "cancelled"."""
         job = self.store.one("SELECT * FROM jobs WHERE id = ?", (placement.job_id,))
         attempt = job["attempt"] + 1
         hosts = [self.inventory.host(n.host) for n in placement.nodes]
@@ -282,6 +294,7 @@ class Loop:
                 job_id=job["id"], attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
                 gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=tuple(loads(job["command"])),
                 env=loads(job["env"], {}), data_path=_data_path(h, job["data"]),
+                procs_per_node=job["procs_per_node"] or 1,
             )
             for n, h in zip(placement.nodes, hosts)
         ]  # fmt: skip
@@ -291,7 +304,7 @@ class Loop:
         with self.store.tx():
             cur = self.store.one("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job["id"],))
             if cur["state"] != "PENDING" or cur["cancel_requested"]:
-                return False  # cancelled since we read the queue
+                return "cancelled"  # since we read the queue
             self.store.execute(
                 "UPDATE jobs SET state = 'STARTING', attempt = ?, reason = ?, started_at = COALESCE(started_at, ?), "
                 "progress_at = ? WHERE id = ?",
@@ -324,8 +337,19 @@ class Loop:
                 "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job["id"], attempt)
             ))  # fmt: skip
             log.info("job %s started: %s", job["id"], reason)
-            return True
+            return "started"
         now = self.clock()
+        busy = next((s for s in failed if s.port_busy), None)
+        if busy is not None:
+            # Not the job's fault, and nothing started anywhere (node 0 checks before starting, the
+            # others wait for it): requeue uncharged, with no teardown round trip, and avoid the port.
+            port = specs[0].port
+            self.busy_ports[busy.host, port] = now + BUSY_PORT_MEMORY
+            clean = [teardown.HostReport(s.host.name) for s in specs]
+            why = f"{busy.error}; trying another"
+            teardown.end_attempt(self.store, self.executor, self.inventory, fresh, state="PENDING", reason=why, reports=clean)
+            log.info("job %s: %s", job["id"], why)
+            return "port busy"
         for s in failed:
             if s.unreachable:
                 self.silent[s.host] = (now, s.error)
@@ -333,7 +357,7 @@ class Loop:
         # A host that did not answer is not the job's fault: requeue without charging a retry.
         state = "PENDING" if any(s.unreachable for s in failed) else "FAILED"
         teardown.end_attempt(self.store, self.executor, self.inventory, fresh, state=state, reason=why)
-        return False
+        return "failed"
 
 
 def _verified_hosts(store: Store, data: str) -> frozenset[str]:

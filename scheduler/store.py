@@ -150,6 +150,10 @@ MIGRATIONS: list[str] = [
         last_cycle TEXT                             -- JSON: what the last cycle did
     );
     """,
+    # 2: CPU processes per node, for zero-GPU jobs (NULL: one); a GPU job runs one process per GPU
+    """
+    ALTER TABLE jobs ADD COLUMN procs_per_node INTEGER;
+    """,
 ]
 
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT")

@@ -102,6 +102,12 @@ def test_the_dataset_version_is_pinned_in_full_at_submit(config, ref):
         (["--name", ""], "bad job name ''"),
         (["--tag", "a b"], "bad tag 'a b'"),
         (["--", ""], "empty command"),
+        (["-G", "1", "--procs-per-node", "2"],
+         "--procs-per-node is for CPU jobs only: with --gpus-per-node 1 each node runs one process per GPU;"
+         " drop --procs-per-node, or use --gpus-per-node 0."),
+        (["--procs-per-node", "0"], "bad --procs-per-node 0: a node runs at least one process"),
+        (["--env", "PET_NPROC_PER_NODE=4"], "cannot set PET_NPROC_PER_NODE with --env: the scheduler passes torchrun"
+                                            " the processes per node itself; use --procs-per-node N for a CPU job"),
     ],
 )
 def test_an_invalid_submit_is_one_sentence_nonzero_and_stores_nothing(config, capsys, argv, message):
@@ -111,6 +117,34 @@ def test_an_invalid_submit_is_one_sentence_nonzero_and_stores_nothing(config, ca
     assert err.startswith("headnode: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert stored(config) == ([], [])
+
+
+def test_procs_per_node_is_stored_and_shown_by_show_and_queue_json(config, capsys):
+    assert run(config, "submit", "--procs-per-node", "4", "--", "true") == 0
+    assert run(config, "submit", "-G", "2", "--", "true") == 0  # one process per GPU
+    assert run(config, "submit", "--", "true") == 0
+    capsys.readouterr()
+    (cpu, gpu, plain), _ = stored(config)
+    assert [cpu["procs_per_node"], gpu["procs_per_node"], plain["procs_per_node"]] == [4, None, None]
+    assert run(config, "queue", "--json") == 0
+    assert [j["procs_per_node"] for j in json.loads(capsys.readouterr().out)] == [4, 2, 1]
+    assert run(config, "show", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["procs_per_node"] == 4
+    assert run(config, "show", "1") == 0
+    assert "shape:      1 node(s) x 4 CPU process(es)" in capsys.readouterr().out
+
+
+def test_a_store_made_before_procs_per_node_gains_the_column_and_its_jobs_run_one_process(tmp_path, monkeypatch):
+    from scheduler import store as store_module
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        with Store.for_state_dir(tmp_path) as old:
+            old.execute("INSERT INTO jobs (name, state, command, nodes, gpus_per_node, submitted_at)"
+                        " VALUES ('old', 'PENDING', '[\"true\"]', 1, 0, 0)")
+    with Store.for_state_dir(tmp_path) as new:
+        assert new.schema_version == len(store_module.MIGRATIONS)
+        assert jobs.show(new, 1)["procs_per_node"] == 1
 
 
 @pytest.mark.parametrize("ref", ["wiki@ffffffffffff", "nope@abc123def456", "nope"])

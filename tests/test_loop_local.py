@@ -10,6 +10,9 @@ import dataclasses
 import json
 import os
 import random
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import inventory, jobs, launch, lease, loop, teardown
+from scheduler.cli import main
 from scheduler.execute import Executor
 from scheduler.store import Store
 
@@ -130,6 +134,81 @@ def test_run_forever_refuses_to_start_beside_another_loop_and_releases_on_stop(i
     assert lease.active(store) is None
 
 
+def scheduler_run(config: Path) -> subprocess.Popen:
+    """`headnode scheduler run` in a process of its own, as a user starts it on the head."""
+    return subprocess.Popen([PY, "-m", "scheduler", "scheduler", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def held_by(store, proc: subprocess.Popen, timeout: float = 30.0) -> lease.Lease:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        held = lease.active(store)
+        if held is not None and held.holder == f"{proc.pid}@{socket.gethostname()}":
+            return held
+        time.sleep(0.05)
+    raise AssertionError(f"the loop {proc.pid} did not take the lease (exit status {proc.poll()})")
+
+
+@pytest.fixture
+def slow_lease(local_config: Path) -> Path:
+    """A lease that would take 5 minutes to expire: only the dead holder's pid can free it sooner."""
+    low = random.randrange(20000, 60000, 100)
+    local_config.write_text(local_config.read_text() + f"\n[scheduler]\nlease_ttl = 300\nport_range = [{low}, {low + 99}]\n")
+    return local_config
+
+
+def test_the_lease_of_a_loop_killed_on_this_machine_is_free_at_once_and_the_takeover_says_why(slow_lease):
+    proc = scheduler_run(slow_lease)
+    with Store.for_state_dir(inventory.load(slow_lease).state_dir) as store:
+        try:
+            held_by(store, proc)
+        finally:
+            proc.kill()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # dead, and left unreaped
+        # A zombie still answers kill(pid, 0), but it runs no loop.
+        assert lease.active(store) is None
+        proc.wait()
+        assert lease.active(store) is None
+        lease.acquire(store, "next@head", "foreground", 30)
+        event = store.one("SELECT what, reason FROM events WHERE object = 'lease:scheduler' ORDER BY id DESC LIMIT 1")
+    holder = f"{proc.pid}@{socket.gethostname()}"
+    assert event == {
+        "what": "took over a dead holder's lease",
+        "reason": f"next@head (foreground) from {holder}: its process {proc.pid} on this machine is gone",
+    }
+
+
+def test_a_live_holder_on_this_machine_and_a_holder_elsewhere_keep_the_lease_until_it_expires(store):
+    lease.acquire(store, lease.holder_id(), "console", 30)  # this very process: alive
+    assert lease.active(store).holder == lease.holder_id()
+    lease.release(store, lease.holder_id())
+    lease.acquire(store, "1@another-machine", "foreground", 30)  # its pid means nothing here
+    assert lease.active(store).holder == "1@another-machine"
+
+
+def test_cancel_after_a_loop_killed_on_this_machine_stops_the_job_without_waiting_for_the_lease(slow_lease, capsys):
+    inv = inventory.load(slow_lease)
+    with Store.for_state_dir(inv.state_dir) as store:
+        job_id = submit(store, inv, ["sleep", "300"])
+        proc = scheduler_run(slow_lease)
+        try:
+            held_by(store, proc)
+            deadline = time.monotonic() + 60
+            while job(store, job_id)["state"] != "RUNNING" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert job(store, job_id)["state"] == "RUNNING"
+        finally:
+            proc.kill()
+            proc.wait()
+        assert marked(inv, job_id)
+        # Waiting for the 300 s lease would time out at 30 s and exit 1.
+        assert main(["cancel", str(job_id), "--config", str(slow_lease), "--timeout", "30"]) == 0
+        assert job(store, job_id)["state"] == "CANCELLED"
+    assert "no scheduler loop is running; stopping job" in capsys.readouterr().err
+    assert marked(inv, job_id) == []
+
+
 # --- launch: what reaches the processes -------------------------------------------------------------
 
 HOSTILE = "$(touch pwned) `touch pwned2`; rm -rf / ' \" \\ \n*"
@@ -161,6 +240,38 @@ def test_torchrun_gets_the_rendezvous_flags_and_python_commands_run_under_the_ho
     assert launch.node_env(spec)["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert launch._target(["bash", "-c", "x"]) == ["--no-python", "bash", "-c", "x"]
     assert launch._target(["python3", "train.py", "--lr", "1"]) == ["train.py", "--lr", "1"]
+
+
+def test_a_cpu_job_with_two_procs_per_node_runs_two_ranks_on_its_one_node(inv, store, sched):
+    code = "import os; print('world', os.environ['WORLD_SIZE'], 'local', os.environ['LOCAL_RANK'])"
+    job_id = submit(store, inv, [PY, "-c", code], procs_per_node=2)
+    row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert row["state"] == "SUCCEEDED", row["reason"]
+    text = (run_dir(inv, job_id) / "attempt-1" / "node-0.log").read_text()
+    assert sorted(line for line in text.splitlines() if "world" in line) == [
+        "[rank0]:world 2 local 0", "[rank1]:world 2 local 1",
+    ]  # fmt: skip
+
+
+def test_a_rendezvous_port_taken_by_another_process_is_skipped_uncharged_and_the_job_succeeds_on_the_next(inv, store, sched):
+    low = inv.settings.port_range[0]
+    with socket.create_server(("127.0.0.1", low)):  # another user's torchrun, say
+        job_id = submit(store, inv, ["true"])
+        row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
+    assert (row["state"], row["attempt"], row["retries"]) == ("SUCCEEDED", 2, 0), row["reason"]
+    attempts = store.query("SELECT attempt, state, reason FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+    assert [(a["attempt"], a["state"]) for a in attempts] == [(1, "ABORTED"), (2, "SUCCEEDED")]
+    assert attempts[0]["reason"] == f"port {low} busy on localhost; trying another"
+    ports = store.query("SELECT attempt, port FROM job_nodes WHERE job_id = ? ORDER BY attempt", (job_id,))
+    assert ports == [{"attempt": 1, "port": low}, {"attempt": 2, "port": low + 1}]
+    assert not (run_dir(inv, job_id) / "attempt-1").exists()  # nothing was started for attempt 1
+    requeued = store.one("SELECT reason FROM events WHERE object = ? AND what = 'PENDING'", (f"job:{job_id}",))
+    assert f"port {low} busy on localhost; trying another" in requeued["reason"]
+    # The port stays remembered: the next job does not try it either (the socket is closed by now).
+    assert [n.port for p in sched.plan() for n in p.nodes] == []
+    second = submit(store, inv, ["true"])
+    assert [n.port for p in sched.plan() for n in p.nodes] == [low + 1]
+    assert cycle_until(sched, store, second, {"SUCCEEDED", "FAILED"})["attempt"] == 1
 
 
 def test_the_jobs_env_cannot_override_the_marker(inv):
