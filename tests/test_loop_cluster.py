@@ -190,7 +190,7 @@ def test_one_failing_rank_tears_down_the_other_host_and_a_retry_runs_a_second_at
 def test_a_loop_killed_mid_job_is_replaced_at_once_and_the_job_succeeds_exactly_once(cluster, config, store, capsys):
     def scheduler_run():
         return subprocess.Popen([HEADNODE, "scheduler", "run", "--config", str(config)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
 
     job_id = submit(capsys, config, "--nodes", "2", "--", "sh", "-c", "sleep 4; echo once >> count")
     first = scheduler_run()

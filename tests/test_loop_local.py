@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
