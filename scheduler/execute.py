@@ -55,6 +55,22 @@ class HostUnreachable(Exception):
     """Raised by helpers that need a result (stream, put); carries the human sentence."""
 
 
+# `python -c` puts the working directory (the login home) first on sys.path, so a stray socket.py or
+# json.py there would replace the real module in our programs. `-I` would also drop the user's
+# site-packages (where torch may live), so a two-line bootstrap drops only that entry, then runs the
+# program (passed as the first argument; compiled whole, so `from __future__` still works).
+BOOTSTRAP = (
+    "import sys\n"
+    "if sys.path and sys.path[0] in ('', '.'): del sys.path[0]\n"
+    "code = sys.argv.pop(1)\n"
+    "exec(compile(code, '<headnode>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})\n"
+)
+
+
+def python_argv(host: Host, code: str, args: Sequence[str] = (), *, flags: Sequence[str] = ()) -> list[str]:
+    return [host.python, *flags, "-c", BOOTSTRAP, code, *args]
+
+
 def with_env(argv: Sequence[str], env: Mapping[str, str] | None) -> list[str]:
     if not env:
         return list(argv)
@@ -202,7 +218,7 @@ class Executor:
 
     def python(self, host: Host, code: str, args: Sequence[str] = (), **kw) -> Result:
         """Run a small Python program with the host's interpreter (nothing installed on the host)."""
-        return self.run(host, [host.python, "-c", code, *args], **kw)
+        return self.run(host, python_argv(host, code, args), **kw)
 
     def python_many(
         self,
@@ -211,7 +227,7 @@ class Executor:
         args: Sequence[str] | Callable[[Host], Sequence[str]] = (),
         **kw,
     ) -> dict[str, Result]:
-        return self.run_many(hosts, lambda h: [h.python, "-c", code, *(args(h) if callable(args) else args)], **kw)
+        return self.run_many(hosts, lambda h: python_argv(h, code, args(h) if callable(args) else args), **kw)
 
     # --- long-lived streams and files -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .execute import Executor, Result
+from .execute import Executor, Result, python_argv
 from .inventory import Host
 
 LOG_PREFIX_TEMPLATE = "[rank${rank}]:"  # torchrun expands ${rank} to the global rank
@@ -365,4 +365,4 @@ def watch(executor: Executor, host: Host, nodes: Sequence[Mapping], *, timeout: 
     """A stream whose first line says that one of `nodes` (dicts with job, attempt, node, pid) ended.
     Raises execute.HostUnreachable if it cannot start; reading raises it after `timeout` of silence."""
     spec = json.dumps([{**n, "run_dir": run_dir(host, n["job"])} for n in nodes])
-    return executor.stream(host, [host.python, "-c", WATCH, spec], read_timeout=timeout)
+    return executor.stream(host, python_argv(host, WATCH, [spec]), read_timeout=timeout)

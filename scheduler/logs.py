@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import jobs
-from .execute import Executor, HostUnreachable
+from .execute import Executor, HostUnreachable, python_argv
 from .inventory import Inventory
 from .launch import LOG_PREFIX_RE
 from .store import TERMINAL_STATES, Store
@@ -181,7 +181,7 @@ def _follow_attempt(store, executor, inventory, job_id, attempt, logs, rank, pol
     for n in logs:
         host = inventory.host(n.host)
         try:
-            s = executor.stream(host, [host.python, "-c", FOLLOW_CODE, n.log_path, n.exit_path])
+            s = executor.stream(host, python_argv(host, FOLLOW_CODE, [n.log_path, n.exit_path]))
         except HostUnreachable as e:
             warn(f"node {n.node_rank} ({n.host}): cannot follow its log: {e}")
             continue

@@ -88,3 +88,11 @@ def test_a_stream_yields_lines_as_they_come_and_close_ends_it(remote):
     it = iter(s)
     assert [next(it), next(it), next(it)] == ["0", "1", "2"]
     s.close()
+
+
+def test_a_module_file_in_the_working_directory_does_not_shadow_the_standard_library(local, tmp_path, monkeypatch):
+    ex, host = local
+    (tmp_path / "json.py").write_text("raise SystemExit('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    r = ex.python(host, "import json; print(json.dumps([1]))")
+    assert (r.ok, r.stdout.strip()) == (True, "[1]")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..hosts import sync_inventory
-from ..execute import Executor, HostUnreachable
+from ..execute import Executor, HostUnreachable, python_argv
 from ..inventory import Host, Inventory
 from ..store import Store
 from . import hang
@@ -37,7 +37,7 @@ HANG_CHECK_EVERY = 5.0  # hang_after is minutes in practice; reading every job's
 
 
 def sampler_argv(host: Host, interval: float, *, once: bool = False) -> list[str]:
-    argv = [host.python, "-u", "-c", SAMPLER_SOURCE, "--interval", f"{interval:g}", "--workdir", host.path()]
+    argv = python_argv(host, SAMPLER_SOURCE, ["--interval", f"{interval:g}", "--workdir", host.path()], flags=["-u"])
     return [*argv, "--once"] if once else argv
 
 
