@@ -127,7 +127,7 @@ def _console(inventory: Inventory, job_id: int) -> None:
     see the run to its end), so the console embeds none; its header still says "embedded"."""
     from console.app import build_app
 
-    hint = "press q to leave the console and see a sample of the text it learned to write"
+    hint = "press q for a sample of what it learned"
     build_app(inventory, embedded_loop=False, job=job_id, on_job_end=hint).run()
 
 
