@@ -68,6 +68,10 @@ def parse_time_limit(text: str) -> float:
     return seconds
 
 
+# Names whose values are credentials: never written to the store, events or `show`.
+SECRET_ENV = re.compile(r"(^|_)(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.I)
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     """`K=V` pairs; values are kept verbatim (they reach the job as one argv word each)."""
     env: dict[str, str] = {}
@@ -93,6 +97,12 @@ def parse_env(items: list[str]) -> dict[str, str]:
             )
         if "\0" in value:
             raise UserError(f"bad value for {key}", "it contains a NUL byte", "remove it")
+        if SECRET_ENV.search(key) and not key.endswith("_FILE") and value:
+            raise UserError(
+                f"refusing to store {key} in the job store",
+                "it looks like a credential, and job environments are kept and shown to everyone who can read the store",
+                f"put the secret in a file on the hosts and pass its path, e.g. --env {key}_FILE=/etc/secrets/{key.lower()}",
+            )
         env[key] = value
     return env
 

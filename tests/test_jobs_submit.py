@@ -108,6 +108,8 @@ def test_the_dataset_version_is_pinned_in_full_at_submit(config, ref):
         (["--procs-per-node", "0"], "bad --procs-per-node 0: a node runs at least one process"),
         (["--env", "PET_NPROC_PER_NODE=4"], "cannot set PET_NPROC_PER_NODE with --env: the scheduler passes torchrun"
                                             " the processes per node itself; use --procs-per-node N for a CPU job"),
+        (["--env", "WANDB_API_KEY=sk-123"], "refusing to store WANDB_API_KEY in the job store"),
+        (["--env", "hf_token=abc"], "pass its path, e.g. --env hf_token_FILE=/etc/secrets/hf_token"),
     ],
 )
 def test_an_invalid_submit_is_one_sentence_nonzero_and_stores_nothing(config, capsys, argv, message):
@@ -234,3 +236,11 @@ def test_the_library_refuses_a_nul_byte_that_argv_could_not_carry(config):
         with pytest.raises(UserError, match="NUL"):
             jobs.submit(store, inv, jobs.JobSpec(env={"A": "a\0b"}))
         assert store.query("SELECT id FROM jobs") == []
+
+
+def test_a_secret_never_reaches_the_store_but_a_path_to_one_does(config, capsys):
+    assert run(config, "submit", "--env", "AWS_SECRET_ACCESS_KEY=hunter2", "--", "true") == 2
+    assert run(config, "submit", "--env", "HF_TOKEN_FILE=/etc/secrets/hf", "--env", "TOKENIZERS_PARALLELISM=false", "--", "true") == 0
+    jobs_rows, events = stored(config)
+    dump = str(jobs_rows) + str(events)
+    assert "hunter2" not in dump and "/etc/secrets/hf" in dump
