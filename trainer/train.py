@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     trainer = None
     try:
         trainer = Trainer(args)
-        return EXIT_OK if trainer.run() else EXIT_STOPPED
+        finished = trainer.run()
+        if dist.is_initialized():
+            # Every rank leaves its last collective (the final checkpoint) before any rank tears the
+            # group down; a rank still inside one when its peer exits was seen waiting forever.
+            dist.barrier()
+        return EXIT_OK if finished else EXIT_STOPPED
     except UsageError as e:
         print(f"trainer: {e}", file=sys.stderr)
         return EXIT_USAGE
