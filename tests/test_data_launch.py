@@ -3,19 +3,17 @@ copy found by verify, a `--data` job placed only where the copy is verified, lin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import sysconfig
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from scheduler import inventory, loop
+from scheduler import inventory
 from scheduler.cli import main
 from scheduler.store import Store
+from tests.support import scheduler, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -29,30 +27,6 @@ def cli(capsys, *argv: str) -> tuple[int, dict | list | str]:
     code = main(list(argv))
     out = capsys.readouterr().out
     return code, json.loads(out) if "--json" in argv else out
-
-
-@contextlib.contextmanager
-def scheduler(config: Path):
-    stop = threading.Event()
-    t = threading.Thread(
-        target=loop.run_forever, args=(inventory.load(config),), kwargs={"kind": "console", "stop_event": stop, "telemetry": False}, daemon=True
-    )
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join(30)
-
-
-def wait_done(store: Store, job_id: int, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row["state"] in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"):
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {row['state']} ({row['reason']}) after {timeout} s")
 
 
 def test_a_data_job_runs_only_where_the_copy_is_verified(cluster_config, capsys):
@@ -74,7 +48,7 @@ def test_a_data_job_runs_only_where_the_copy_is_verified(cluster_config, capsys)
 
     with Store.for_state_dir(inv.state_dir) as store, scheduler(cluster_config):
         code, job = cli(capsys, "submit", "--nodes", "2", "--data", "py", "--json", *cfg, "--", sys.executable, "-c", SHOW_DATA)
-        row = wait_done(store, job["id"])
+        row = wait_state(store, job["id"])
     assert row["state"] == "SUCCEEDED", row["reason"]
     code, shown = cli(capsys, "show", str(job["id"]), "--json", *cfg)
     assert shown["data"] == ref and sorted(n["host"] for n in shown["nodes"]) == ["node0", "node2"]

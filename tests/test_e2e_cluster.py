@@ -10,7 +10,8 @@ import pytest
 
 from scheduler import inventory
 from scheduler.store import Store
-from tests.test_data_launch import FAST, STDLIB, cli, scheduler, wait_done
+from tests.support import scheduler, wait_state
+from tests.test_data_launch import FAST, STDLIB, cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def test_the_trainer_runs_across_two_ssh_hosts_on_the_synced_dataset_and_its_met
     with Store.for_state_dir(inv.state_dir) as store, scheduler(cluster_config):
         code, job = cli(capsys, "submit", "--nodes", "2", "--data", "py", "--name", "gpt", "--json", *cfg, "--", *TRAIN)
         assert code == 0
-        row = wait_done(store, job["id"], timeout=240)
+        row = wait_state(store, job["id"], timeout=240)
     assert row["state"] == "SUCCEEDED", row["reason"]
 
     code, shown = cli(capsys, "show", "gpt", "--json", *cfg)

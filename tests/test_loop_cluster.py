@@ -5,7 +5,6 @@ Processes are checked from the test through /proc (`cluster.pids`), never throug
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -13,15 +12,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from scheduler import inventory, loop
+from scheduler import inventory
 from scheduler.cli import main
 from scheduler.store import Store
+from tests.support import scheduler, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -60,24 +59,6 @@ def store(config: Path):
         yield s
 
 
-@contextlib.contextmanager
-def scheduler(config: Path):
-    """The loop in a thread of this process, as the console embeds it."""
-    stop = threading.Event()
-    t = threading.Thread(
-        target=loop.run_forever,
-        args=(inventory.load(config),),
-        kwargs={"kind": "console", "stop_event": stop, "telemetry": False},
-        daemon=True,
-    )
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join(30)
-
-
 def cli_json(capsys, command: str, *argv: str):
     capsys.readouterr()
     code = main([command, "--json", *argv])
@@ -92,16 +73,6 @@ def submit(capsys, config: Path, *argv: str) -> int:
 
 def rank_job(config, capsys, mode: str, *opts: str) -> int:
     return submit(capsys, config, "--nodes", "2", *opts, "--", sys.executable, "-c", RANK, mode)
-
-
-def wait_state(store: Store, job_id: int, states, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row["state"] in states:
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {row['state']} ({row['reason']}) after {timeout} s")
 
 
 def wait_allreduced(store: Store, job_id: int, timeout: float = 60.0) -> None:
