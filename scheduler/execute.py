@@ -11,6 +11,7 @@ as an `env K=V ...` prefix (sshd's AcceptEnv is usually closed).
 
 from __future__ import annotations
 
+import abc
 import os
 import select
 import shlex
@@ -286,12 +287,14 @@ class Executor:
         return f"{host.user}@{host.address}" if host.user else host.address
 
 
-class Stream:
-    def __iter__(self) -> Iterator[str]:
-        raise NotImplementedError
+class Stream(abc.ABC):
+    """Lines of a long-lived command's stdout; closing it ends the command."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self):
         return self

@@ -156,7 +156,8 @@ def _rsync(executor: Executor, host: Host, head: Path, remote_dir: str, need: li
     argv = [
         # --ignore-times: these files failed their hash; rsync's own size+mtime check would skip a
         # damaged file that kept both (bit rot, or a write within the same second).
-        "rsync", "--times", "--ignore-times", "--partial-dir", RSYNC_PARTIAL, "--files-from=-",
+        # --protect-args: the remote path reaches the remote rsync as data, never parsed by its shell.
+        "rsync", "--protect-args", "--times", "--ignore-times", "--partial-dir", RSYNC_PARTIAL, "--files-from=-",
         "-e", shlex.join(executor.ssh_command(host)),
         f"{head}/", f"{executor.target(host)}:{remote_dir}/",
     ]  # fmt: skip
