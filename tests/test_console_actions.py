@@ -57,6 +57,27 @@ async def test_submit_shows_a_mistake_under_its_field_then_submits(synthetic, si
         assert any(f"submitted job {job['id']} (bigrun)" in n.message for n in app._notifications)
 
 
+async def test_a_cpu_job_asks_for_processes_per_node_and_a_gpu_job_cannot(synthetic):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await fill(pilot, "name", "cpurun")
+        await fill(pilot, "gpus", "1")
+        await fill(pilot, "procs", "4")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "--procs-per-node is for CPU jobs only" in screen_text(app)
+        assert app.focused.id == "f-procs"
+
+        await fill(pilot, "gpus", "")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        [job] = job_rows(synthetic, "name = 'cpurun'")
+        assert (job["gpus_per_node"], job["procs_per_node"]) == (0, 4)
+
+
 async def test_cancel_shows_what_will_stop_and_cancels_only_on_yes(synthetic):
     [pending] = job_rows(synthetic, "id = 41")
     assert pending["state"] == "PENDING"

@@ -21,6 +21,7 @@ FIELDS = (
     ("name", "Name", "default: from the command"),
     ("nodes", "Nodes", "1"),
     ("gpus", "GPUs/node", "0 (CPU only)"),
+    ("procs", "Procs/node", "CPU jobs: 1; a GPU job runs one per GPU"),
     ("data", "Dataset", "NAME@VERSION (optional)"),
     ("command", "Command", "python -m trainer"),
     ("env", "Env", "K=V K2=V2 (optional)"),
@@ -36,7 +37,7 @@ class FormError(Exception):
     message: str
 
 
-def _int(values: dict[str, str], field: str, default: int, minimum: int, what: str) -> int:
+def _int(values: dict[str, str], field: str, default: int | None, minimum: int, what: str) -> int | None:
     text = values[field].strip()
     if not text:
         return default
@@ -70,6 +71,7 @@ def spec_from_form(values: dict[str, str]) -> jobs.JobSpec:
         name=values["name"].strip() or None,
         nodes=_int(values, "nodes", 1, 1, "nodes"),
         gpus_per_node=_int(values, "gpus", 0, 0, "GPUs per node"),
+        procs_per_node=_int(values, "procs", None, 1, "processes per node"),
         data=values["data"].strip() or None,
         priority=_int(values, "priority", 0, -1_000_000, "priority"),
         time_limit=limit,
@@ -81,7 +83,7 @@ def spec_from_form(values: dict[str, str]) -> jobs.JobSpec:
 def field_of(error: UserError) -> str | None:
     """Which field a library validation error is about, to show it there."""
     what = error.what.lower()
-    for needle, field in (("--nodes", "nodes"), ("never start", "nodes"), ("gpus", "gpus"), ("data", "data"),
+    for needle, field in (("procs-per-node", "procs"), ("--nodes", "nodes"), ("never start", "nodes"), ("gpus", "gpus"), ("data", "data"),
                           ("job name", "name"), ("command", "command"), ("environment", "env"), ("--env", "env"),
                           ("time limit", "time_limit"), ("retries", "retries")):
         if needle in what:
