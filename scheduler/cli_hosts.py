@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .cli import add_json
+from .errors import UserError
 from .table import human_bytes, print_table
 
 
@@ -53,8 +54,14 @@ def _gpus(r: dict) -> str:
 def cmd_probe(args, ctx) -> int:
     from . import hosts
 
+    from .execute import Executor
+
+    if args.timeout <= 0:
+        raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take", "use a positive number, e.g. --timeout 10")
     targets = [ctx.inventory.host(n) for n in args.names] if args.names else list(ctx.inventory.hosts)
-    entries = hosts.probe(ctx.executor, targets, timeout=args.timeout)
+    # --timeout bounds the whole answer per host, the SSH connect included.
+    with Executor(ctx.inventory, connect_timeout=min(args.timeout, 5.0)) as executor:
+        entries = hosts.probe(executor, targets, timeout=args.timeout)
     hosts.record_probe(ctx.store, ctx.inventory, entries)
     if args.json:
         ctx.print_json(entries)
