@@ -104,3 +104,23 @@ async def test_an_empty_table_says_why_it_is_empty():
     async with app.run_test(size=(40, 6)) as pilot:
         await pilot.pause()
         assert "no jobs yet" in screen_text(app)
+
+
+async def test_a_styled_cell_keeps_its_own_colours_over_the_row_style():
+    from rich.text import Text
+
+    columns = [Column("ID", 4, "right"), Column("BAR", 10, fmt=lambda v: v)]
+    bar = Text("12345", style="black on green")
+    bar.append("67890", style="on grey23")
+
+    class StyledApp(TableApp):
+        def compose(self) -> ComposeResult:
+            yield LineTable(columns)
+
+    app = StyledApp({1: (1, bar)})
+    async with app.run_test(size=(30, 5)) as pilot:
+        await pilot.pause()
+        segments = [s for strip in app.screen._compositor.render_strips() for s in strip if s.text.strip()]
+        bg = {s.text: s.style.bgcolor for s in segments if s.text in ("1", "12345", "67890")}
+        # Before the fix the cell's base style was dropped: "12345" took the row's background.
+        assert len({bg["1"], bg["12345"], bg["67890"]}) == 3

@@ -16,7 +16,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -309,7 +309,9 @@ class LineTable(ScrollView, can_focus=True):
         last = len(self.columns) - 1
         for i, (col, cell, w) in enumerate(zip(self.columns, cells, widths)):
             if isinstance(cell, Text):
-                t = Text(cell.plain, style=style, spans=cell.spans, end="", no_wrap=True)  # row style under the cell's
+                # The row style goes under the cell's: its own base style becomes a span over it all.
+                spans = [Span(0, len(cell.plain), cell.style), *cell.spans] if cell.style else cell.spans
+                t = Text(cell.plain, style=style, spans=spans, end="", no_wrap=True)
                 if t.cell_len > w:
                     t.truncate(w, overflow="ellipsis")
                 pad = " " * (w - t.cell_len)
