@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import cli, inventory, jobs, lease, loop
+from scheduler import cli, inventory, jobs, loop
 from scheduler.store import Store, loads
 from scheduler.telemetry.collector import Collector
 
