@@ -314,6 +314,10 @@ def test_a_job_over_its_time_limit_is_torn_down_as_timeout(inv, store, sched):
 def test_a_cancel_request_is_acted_on_by_the_loop_only_once_verified(inv, store, sched):
     job_id = submit(store, inv, ["sleep", "300"])
     cycle_until(sched, store, job_id, {"RUNNING"})
+    # RUNNING means the node's leader started; its environ can read empty for an instant mid-exec.
+    deadline = time.monotonic() + 10
+    while not marked(inv, job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert marked(inv, job_id)
     jobs.request_cancel(store, job_id, actor="alice@laptop")
     row = cycle_until(sched, store, job_id, {"CANCELLED"})
