@@ -118,9 +118,6 @@ class Executor:
             connect_kwargs=kwargs,
         )
         _reject_unknown_keys(conn, host)
-        # Fabric opens each command's channel without a timeout: on a cached connection whose link
-        # has dropped, that waits forever (before invoke's command timeout even starts).
-        conn.create_session = lambda: conn.client.get_transport().open_session(timeout=self.connect_timeout)
         return conn
 
     def drop(self, host: Host) -> None:
