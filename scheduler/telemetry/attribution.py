@@ -8,7 +8,7 @@ cancel or a crash did not reach) — both hold GPU memory the scheduler thinks i
 
 from __future__ import annotations
 
-from ..store import Store, loads
+from ..store import Store
 
 FOREIGN, STALE = "foreign", "stale"
 
@@ -31,12 +31,3 @@ def attribute(gpu: dict, live: set[str] | None) -> dict:
     procs = [{**p, "flag": process_flag(p.get("job"), live)} for p in gpu.get("processes") or []]
     jobs = sorted({p["job"] for p in procs if p["job"] is not None and p["flag"] is None})
     return {**gpu, "processes": procs if gpu.get("processes") is not None else None, "jobs": jobs}
-
-
-def job_ranks(store: Store, fresh_after: float) -> dict[str, dict[str, dict]]:
-    """{job: {host: {pids, cpu_percent}}} from every host's latest sample (GPU or CPU-only ranks)."""
-    out: dict[str, dict[str, dict]] = {}
-    for r in store.query("SELECT host, sample FROM latest WHERE gpu = -1 AND ts >= ?", (fresh_after,)):
-        for job, entry in loads(r["sample"]).get("jobs", {}).items():
-            out.setdefault(job, {})[r["host"]] = entry
-    return out
