@@ -6,7 +6,6 @@ on its own poll, so a chatty job costs one repaint per poll, not one per line.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from pathlib import Path
@@ -16,6 +15,7 @@ from scheduler.execute import Executor
 from scheduler.inventory import Inventory
 from scheduler.store import Store
 from trainer.metrics import FILE as METRICS_FILE
+from trainer.metrics import step_lines
 
 # Runs on the host: print PATH from byte OFFSET (nothing when it does not exist yet).
 READ_FROM_CODE = """
@@ -71,12 +71,4 @@ def read_metrics(executor: Executor, inventory: Inventory, host: str, run_dir: s
     if not r.ok:
         return [], offset
     text = r.stdout[: r.stdout.rfind("\n") + 1]  # a torn last line is read again next time
-    out = []
-    for line in text.splitlines():
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(d, dict) and "step" in d and "event" not in d:
-            out.append(d)
-    return out, offset + len(text.encode())
+    return step_lines(text.splitlines()), offset + len(text.encode())

@@ -48,7 +48,7 @@ class MetricsWriter:
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """Every complete step line (event records and a torn last line are skipped)."""
-    return [d for d in _parse(Path(path).read_text(errors="replace").splitlines()) if "step" in d and "event" not in d]
+    return step_lines(Path(path).read_text(errors="replace").splitlines())
 
 
 def last_metrics(path: str | os.PathLike) -> dict | None:
@@ -61,8 +61,13 @@ def last_metrics(path: str | os.PathLike) -> dict | None:
             lines = f.read().decode(errors="replace").splitlines()
     except FileNotFoundError:
         return None
-    steps = [d for d in _parse(lines) if "step" in d and "event" not in d]
+    steps = step_lines(lines)
     return steps[-1] if steps else None
+
+
+def step_lines(lines: list[str]) -> list[dict]:
+    """The step records among metrics lines: event records and unparsable (torn) lines are skipped."""
+    return [d for d in _parse(lines) if "step" in d and "event" not in d]
 
 
 def _parse(lines: list[str]):
