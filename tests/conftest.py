@@ -100,3 +100,11 @@ def pytest_terminal_summary(terminalreporter, config):
     seconds = config.stash.get(_build_seconds, None)
     if seconds is not None:
         terminalreporter.write_line(f"namespace cluster: {CLUSTER_HOSTS} sshd hosts built in {seconds:.2f} s")
+
+
+@pytest.fixture(scope="session")
+def stdlib_data(tmp_path_factory) -> Path:
+    """A real small dataset (Python's json + email sources, byte tokens), built once; tests only read it."""
+    from tests.trainer_support import stdlib_dataset
+
+    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))

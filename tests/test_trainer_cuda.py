@@ -3,14 +3,9 @@
 import pytest
 import torch
 
-from tests.trainer_support import run_trainer, stdlib_dataset, step_lines, unigram_entropy
+from tests.trainer_support import run_trainer, step_lines, unigram_entropy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@pytest.fixture(scope="module")
-def stdlib_data(tmp_path_factory):
-    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
 def test_one_gpu_in_bf16_with_compile_learns_and_reports_its_mfu(stdlib_data, tmp_path):

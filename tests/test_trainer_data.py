@@ -7,11 +7,6 @@ from trainer import shards
 from trainer.data import Loader
 
 
-@pytest.fixture(scope="module")
-def stdlib_data(tmp_path_factory):
-    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
-
-
 def rows(batches) -> list[tuple[int, ...]]:
     return [tuple(r) for x, _ in batches for r in x.tolist()]
 

@@ -16,16 +16,11 @@ import time
 import psutil
 import pytest
 
-from tests.trainer_support import TINY, free_port, losses, run_trainer, stdlib_dataset, step_lines, trainer_env
+from tests.trainer_support import TINY, free_port, losses, run_trainer, step_lines, trainer_env
 from trainer.checkpoint import complete_checkpoints
 
 RUN = ["--max-steps", "8", "--eval-every", "4", "--eval-windows", "32", "--ckpt-every", "4"]
 TOL = 2e-5
-
-
-@pytest.fixture(scope="module")
-def stdlib_data(tmp_path_factory):
-    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
 
 
 @pytest.fixture(scope="module")

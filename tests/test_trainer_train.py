@@ -22,11 +22,6 @@ SHORT = ["--max-steps", "16", "--batch-size", "8", "--eval-every", "0", "--ckpt-
 
 
 @pytest.fixture(scope="module")
-def stdlib_data(tmp_path_factory):
-    return stdlib_dataset(tmp_path_factory.mktemp("stdlib-data"))
-
-
-@pytest.fixture(scope="module")
 def straight(stdlib_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight")
     run_trainer(stdlib_data, run_dir, *SHORT)
