@@ -170,6 +170,6 @@ def _rsync(executor: Executor, host: Host, head: Path, remote_dir: str, need: li
 def _sftp_one(executor: Executor, host: Host, src: Path, remote_dir: str, file: str) -> None:
     partial = f"{remote_dir}/.{file}.partial"
     executor.put(host, src, partial)
-    res = executor.run(host, ["mv", "-f", partial, f"{remote_dir}/{file}"])
+    res = executor.run(host, ["mv", "-f", "--", partial, f"{remote_dir}/{file}"])
     if not res.ok:
         raise TransferFailed(res.reason)
