@@ -133,7 +133,7 @@ class Executor:
         for h in list(self._conns):
             self.drop(self.inventory.host(h))
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -229,7 +229,7 @@ class Executor:
 
     # --- long-lived streams and files -------------------------------------------------------------
 
-    def stream(self, host: Host, argv: Sequence[str], *, input: str | None = None, read_timeout: float | None = None) -> "Stream":
+    def stream(self, host: Host, argv: Sequence[str], *, input: str | None = None, read_timeout: float | None = None) -> Stream:
         """Start a long-lived command and iterate its stdout lines. Closing the stream ends the
         remote process (its stdin and channel close). Raises HostUnreachable if it cannot start."""
         if host.is_local:
@@ -330,7 +330,7 @@ class RemoteStream(Stream):
         while True:
             try:
                 data = self.chan.recv(65536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 self.on_error()
                 raise HostUnreachable("no data within the read timeout (link down?)") from None
             if not data:

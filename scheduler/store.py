@@ -18,7 +18,8 @@ import sqlite3
 import time
 from pathlib import Path
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 DB_NAME = "headnode.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -196,13 +197,13 @@ class Store:
         return sqlite_utils.Database(self.conn)
 
     @classmethod
-    def for_state_dir(cls, state_dir: str | os.PathLike, **kw) -> "Store":
+    def for_state_dir(cls, state_dir: str | os.PathLike, **kw) -> Store:
         return cls(Path(state_dir) / DB_NAME, **kw)
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -229,7 +230,7 @@ class Store:
     # --- transactions and events --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator["Store"]:
+    def tx(self) -> Iterator[Store]:
         """A write transaction (BEGIN IMMEDIATE). Nested calls join the outer one."""
         if self._depth:
             self._depth += 1

@@ -67,7 +67,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Manifest":
+    def from_json(cls, d: dict) -> Manifest:
         if d.get("format") != FORMAT:
             raise ValueError(f"unknown shard format {d.get('format')!r} (expected {FORMAT!r})")
         return cls(

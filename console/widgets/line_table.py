@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -62,12 +63,12 @@ class LineTable(ScrollView, can_focus=True):
     ]
 
     class Highlighted(Message):
-        def __init__(self, table: "LineTable", key: Hashable | None) -> None:
+        def __init__(self, table: LineTable, key: Hashable | None) -> None:
             super().__init__()
             self.table, self.key = table, key
 
         @property
-        def control(self) -> "LineTable":
+        def control(self) -> LineTable:
             return self.table
 
     class Selected(Highlighted):

@@ -74,7 +74,7 @@ class Collector:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> "Collector":
+    def start(self) -> Collector:
         self._started_at = time.time()
         for host in self.inventory.hosts:
             target = self._local if host.is_local else self._remote
@@ -93,7 +93,7 @@ class Collector:
         if self._own_executor:
             self.executor.close()
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Collector:
         return self.start()
 
     def __exit__(self, *exc) -> None:
