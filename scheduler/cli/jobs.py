@@ -11,9 +11,9 @@ import shlex
 import sys
 import time
 
-from .cli import add_common, add_json
-from .errors import UserError
-from .table import human_age, human_duration, print_table
+from . import add_common, add_json
+from ..errors import UserError
+from ..table import human_age, human_duration, print_table
 
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
 CANCEL_TIMEOUT = 60.0
@@ -84,7 +84,7 @@ def register(sub) -> None:
 
 
 def cmd_submit(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     spec = jobs.JobSpec(
@@ -117,7 +117,7 @@ def cmd_submit(args, ctx) -> int:
 
 
 def cmd_queue(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     rows = jobs.summaries(ctx.store, include_finished=args.all)
     if args.json:
@@ -148,7 +148,7 @@ def cmd_queue(args, ctx) -> int:
 
 
 def cmd_show(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     doc = jobs.show(ctx.store, jobs.find(ctx.store, args.job)["id"])
     if args.json:
@@ -233,8 +233,8 @@ def _num(v) -> str:
 
 
 def cmd_cancel(args, ctx) -> int:
-    from . import jobs
-    from .store import TERMINAL_STATES
+    from .. import jobs
+    from ..store import TERMINAL_STATES
 
     store = ctx.store
     targets = [jobs.find(store, ref)["id"] for ref in args.jobs]  # every lookup first: a typo cancels nothing
@@ -254,8 +254,8 @@ def cmd_cancel(args, ctx) -> int:
 def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
     """Wait until every job is verified stopped. A running loop acts on the recorded intent; when none
     holds the lease (or it dies meanwhile), the teardown runs from here, verified the same way."""
-    from . import jobs, lease, teardown
-    from .store import TERMINAL_STATES
+    from .. import jobs, lease, teardown
+    from ..store import TERMINAL_STATES
 
     store = ctx.store
     started = time.monotonic()
@@ -302,8 +302,8 @@ def _cancel_outcome(job: dict) -> str:
 
 
 def cmd_wait(args, ctx) -> int:
-    from . import jobs
-    from .store import TERMINAL_STATES
+    from .. import jobs
+    from ..store import TERMINAL_STATES
 
     job = jobs.find(ctx.store, args.job)
     if job["state"] not in TERMINAL_STATES:
@@ -321,7 +321,7 @@ def cmd_wait(args, ctx) -> int:
 
 
 def _warn_if_no_loop(ctx) -> None:
-    from . import lease
+    from .. import lease
 
     if lease.active(ctx.store) is None:
         print(
@@ -335,7 +335,7 @@ def _warn_if_no_loop(ctx) -> None:
 
 
 def cmd_logs(args, ctx) -> int:
-    from . import jobs, logs
+    from .. import jobs, logs
 
     job = jobs.find(ctx.store, args.job)
     if args.node is not None and not 0 <= args.node < job["nodes"]:
@@ -367,7 +367,7 @@ def cmd_scheduler_run(args, ctx) -> int:
     import signal
     import threading
 
-    from . import lease, loop
+    from .. import lease, loop
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -380,7 +380,7 @@ def cmd_scheduler_run(args, ctx) -> int:
 
 
 def cmd_scheduler_status(args, ctx) -> int:
-    from . import lease
+    from .. import lease
 
     cur = lease.current(ctx.store)
     active = cur is not None and not cur.expired()

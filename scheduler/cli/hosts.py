@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli import add_json
-from .errors import UserError
-from .table import human_bytes, print_table
+from . import add_json
+from ..errors import UserError
+from ..table import human_bytes, print_table
 
 
 def register(sub) -> None:
@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def cmd_hosts(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
     rows = hosts.summaries(ctx.store, ctx.inventory)
     if args.json:
@@ -52,9 +52,9 @@ def _gpus(r: dict) -> str:
 
 
 def cmd_probe(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
-    from .execute import Executor
+    from ..execute import Executor
 
     if args.timeout <= 0:
         raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take", "use a positive number, e.g. --timeout 10")
@@ -90,7 +90,7 @@ def cmd_probe(args, ctx) -> int:
 
 
 def cmd_drain(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
     changed = hosts.set_draining(ctx.store, ctx.inventory, args.name, args.draining)
     verb = "draining" if args.draining else "undrained"

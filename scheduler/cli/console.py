@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def cmd_console(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     ctx.store  # registers the inventory's hosts in the store before the first screen reads them
     job = jobs.find(ctx.store, args.job)["id"] if args.job else None
@@ -40,6 +40,6 @@ def cmd_console(args, ctx) -> int:
 
 
 def cmd_demo(args, ctx) -> int:
-    from . import demo
+    from .. import demo
 
     return demo.main(ctx, console=not args.no_console, steps=args.steps)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from .cli import add_json
-from .table import human_age, human_bytes, print_table
+from . import add_json
+from ..table import human_age, human_bytes, print_table
 
 FAILED = 1  # a command that ran but left a host without a verified copy
 
@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 
 def cmd_prepare(args, ctx) -> int:
-    from .data import prepare
+    from ..data import prepare
 
     kw = {k: v for k, v in (("shard_tokens", args.shard_tokens), ("val_fraction", args.val_fraction)) if v is not None}
     r = prepare.prepare(
@@ -94,7 +94,7 @@ def cmd_prepare(args, ctx) -> int:
 
 
 def cmd_register(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     row, new = versions.register(ctx.store, args.directory, args.name)
     if args.json:
@@ -106,7 +106,7 @@ def cmd_register(args, ctx) -> int:
 
 
 def cmd_list(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     rows = versions.list_versions(ctx.store)
     hosts = len(ctx.inventory.hosts)
@@ -124,7 +124,7 @@ def cmd_list(args, ctx) -> int:
 
 
 def cmd_show(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     d = _show(ctx, versions.resolve(ctx.store, args.spec))
     if args.json:
@@ -150,7 +150,7 @@ def cmd_show(args, ctx) -> int:
 
 
 def _show(ctx, row: dict) -> dict:
-    from .data import versions
+    from ..data import versions
 
     return versions.summary(row, [h.name for h in ctx.inventory.hosts], ctx.store)
 
@@ -160,7 +160,7 @@ def _targets(ctx, names: list[str]):
 
 
 def cmd_sync(args, ctx) -> int:
-    from .data import sync, versions
+    from ..data import sync, versions
 
     row = versions.resolve(ctx.store, args.spec)
     results = sync.sync(ctx.store, ctx.executor, _targets(ctx, args.hosts), row, transport=args.transport)
@@ -178,7 +178,7 @@ def cmd_sync(args, ctx) -> int:
 
 
 def cmd_verify(args, ctx) -> int:
-    from .data import verify, versions
+    from ..data import verify, versions
 
     row = versions.resolve(ctx.store, args.spec)
     names = args.hosts or sorted(versions.placements(ctx.store, row["name"], row["version"])) or [h.name for h in ctx.inventory.hosts]
@@ -191,7 +191,7 @@ def cmd_verify(args, ctx) -> int:
 
 
 def cmd_prune(args, ctx) -> int:
-    from .data import prune
+    from ..data import prune
 
     results = prune.prune(ctx.store, ctx.executor, _targets(ctx, args.hosts), args.spec, keep=args.keep, dry_run=args.dry_run)
     ok = all(r["error"] is None for r in results)

@@ -11,9 +11,9 @@ import json
 import sys
 import time
 
-from .cli import add_json
-from .errors import UserError
-from .table import human_bytes, print_table
+from . import add_json
+from ..errors import UserError
+from ..table import human_bytes, print_table
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def loop_is_collecting(store, settings, now: float) -> bool:
-    from . import lease
+    from .. import lease
 
     if lease.active(store, now) is None:
         return False
@@ -43,7 +43,7 @@ def loop_is_collecting(store, settings, now: float) -> bool:
 
 
 def cmd_top(args, ctx) -> int:
-    from .telemetry import view
+    from ..telemetry import view
 
     inv = ctx.inventory
     interval = inv.settings.telemetry_interval if args.interval is None else args.interval
@@ -53,8 +53,8 @@ def cmd_top(args, ctx) -> int:
     if loop_is_collecting(store, inv.settings, time.time()):
         snapshot = lambda: view.from_store(store, inv)  # noqa: E731
         return _show(args, snapshot, interval)
-    from .telemetry.attribution import live_jobs
-    from .telemetry.collector import Collector, sample_once
+    from ..telemetry.attribution import live_jobs
+    from ..telemetry.collector import Collector, sample_once
 
     if args.once:
         return _show(args, lambda: view.from_samples(inv, sample_once(inv, ctx.executor, list(inv.hosts)), live_jobs(store)), interval)
@@ -129,7 +129,7 @@ def _power(g: dict) -> str:
 
 
 def cmd_metrics_serve(args, ctx) -> int:
-    from .telemetry.prometheus import make_server
+    from ..telemetry.prometheus import make_server
 
     ctx.store  # mirrors the inventory into the store before the first scrape
     try:

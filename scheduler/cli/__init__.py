@@ -1,6 +1,6 @@
 """`headnode`: a thin argparse layer over the scheduler library.
 
-Each area registers its own subcommands (cli_hosts, cli_jobs, cli_data, cli_top, cli_console); a
+Each area registers its own subcommands (cli/hosts, cli/jobs, cli/data, cli/top, cli/console); a
 handler is `handler(args, ctx) -> int`. Heavy imports (fabric, textual, torch) happen inside handlers,
 so read commands start fast. A UserError becomes one sentence on stderr and its exit code; anything
 else is an internal error, with the traceback only under HEADNODE_DEBUG=1 or --debug.
@@ -16,9 +16,9 @@ import sys
 import traceback
 from functools import cached_property
 
-from .errors import UserError
+from ..errors import UserError
 
-AREAS = ("cli_hosts", "cli_jobs", "cli_data", "cli_top", "cli_console")
+AREAS = ("hosts", "jobs", "data", "top", "console")
 INTERNAL_ERROR = 70  # EX_SOFTWARE
 
 
@@ -31,14 +31,14 @@ class Context:
 
     @cached_property
     def inventory(self):
-        from . import inventory
+        from .. import inventory
 
         return inventory.load(getattr(self.args, "config", None))
 
     @cached_property
     def store(self):
-        from . import hosts
-        from .store import Store
+        from .. import hosts
+        from ..store import Store
 
         store = Store.for_state_dir(self.inventory.state_dir)
         hosts.sync_inventory(store, self.inventory)
@@ -47,7 +47,7 @@ class Context:
 
     @cached_property
     def executor(self):
-        from .execute import Executor
+        from ..execute import Executor
 
         ex = Executor(self.inventory)
         self._opened.append(ex)
