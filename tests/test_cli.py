@@ -68,6 +68,8 @@ def test_the_trainer_imports_neither_scheduler_nor_console():
 
 
 def test_the_scheduler_never_imports_the_console():
+    # At import time, every module; the contracts in pyproject.toml (tests/test_layers.py) also see
+    # the imports inside functions.
     mods = _modules_after("import pkgutil, importlib, scheduler\n"
                           "[importlib.import_module(m.name) for m in pkgutil.walk_packages(scheduler.__path__, 'scheduler.')"
                           " if m.name.rsplit('.', 1)[-1] not in ('__main__', 'probe_host')]")
