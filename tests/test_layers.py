@@ -4,12 +4,15 @@ or Textual cannot be imported."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"
@@ -18,6 +21,8 @@ LINT = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imp
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
     """The contracts of root/pyproject.toml against the packages under root (lint-imports puts the
     working directory first on sys.path, ahead of this checkout's editable install)."""
+    if importlib.util.find_spec("importlinter") is None:
+        pytest.fail("import-linter is not installed in this venv; rerun scripts/setup (it installs the test extras)")
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-c", LINT], cwd=root, env=env, capture_output=True, text=True, timeout=120)
 

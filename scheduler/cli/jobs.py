@@ -1,6 +1,6 @@
 """`headnode submit`, `queue`, `show`, `cancel`, `logs`, `wait`, `scheduler run`, `scheduler status`.
 
-A thin layer over jobs.py and logs.py: parse, call, print. The commands only write intents into the
+A thin layer over scheduler/jobs.py and scheduler/logs.py: parse, call, print. The commands only write intents into the
 store; the scheduler loop acts on them (`cancel` does the teardown itself when no loop is running).
 """
 
