@@ -111,3 +111,14 @@ def test_the_headless_verbs_do_not_even_load_the_console_plugins():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'console' or m == 'importlib.metadata'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_install_without_the_entry_points_says_to_reinstall(monkeypatch, capsys):
+    import importlib.metadata
+
+    from scheduler import cli
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'demo'" in err and "reinstall headnode" in err and len(err.strip().splitlines()) == 1
