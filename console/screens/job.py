@@ -9,7 +9,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Static
 
-from scheduler.store import TERMINAL_STATES, loads
+from scheduler.model import TERMINAL
+from scheduler.store import loads
 
 from .. import format as fmt
 from .. import queries
@@ -102,7 +103,7 @@ class JobScreen(PolledScreen):
         rank0 = next((n for n in detail.nodes if n["node_rank"] == 0 and n["run_dir"]), None) if detail else None
         if rank0 is None or self._metrics_done:
             return detail, []
-        self._metrics_done = detail.job["state"] in TERMINAL_STATES  # one last read after the end
+        self._metrics_done = detail.job["state"] in TERMINAL  # one last read after the end
         host, run_dir, offset = self._metrics_at or (None, None, 0)
         if (host, run_dir) != (rank0["host"], rank0["run_dir"]):
             offset = 0
@@ -118,10 +119,10 @@ class JobScreen(PolledScreen):
         was = self.detail.job["state"] if self.detail else None
         self.detail = detail
         state = detail.job["state"]
-        if was is not None and was not in TERMINAL_STATES and state in TERMINAL_STATES:
+        if was is not None and was not in TERMINAL and state in TERMINAL:
             self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
-        if state in TERMINAL_STATES and self.app.on_job_end:  # stays on screen, unlike the notice
+        if state in TERMINAL and self.app.on_job_end:  # stays on screen, unlike the notice
             self.query_one("#log-title", Static).update(Text(f"log (job ended: {self.app.on_job_end})", style="bold"))
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}
