@@ -60,8 +60,8 @@ def cmd_console(args, ctx) -> int:
     from scheduler import jobs
 
     build_app = build_app_or_explain()
-    ctx.store  # registers the inventory's hosts in the store before the first screen reads them
-    job = jobs.find(ctx.store, args.job).id if args.job else None
+    store = ctx.store  # opening it registers the inventory's hosts before the first screen reads them
+    job = jobs.find(store, args.job).id if args.job else None
     app = build_app(ctx.inventory, embedded_loop=args.embedded_loop, job=job)
     app.run()
     return app.return_code or 0

@@ -382,9 +382,11 @@ def connect_error(host: Host, e: BaseException) -> str:
             f"entry with `ssh-keygen -R {host.address} -f {known}` and add the new one with `{keyscan} >> {known}`"
         )
     if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
-        return f"host key unknown for {where}: it is not in {known}; to trust this host, check its fingerprint and run `{keyscan} >> {known}`"
+        return (f"host key unknown for {where}: it is not in {known}; to trust this host, check its fingerprint and run "
+                f"`{keyscan} >> {known}`")
     if isinstance(e, paramiko.AuthenticationException):
-        return f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, or load the key into ssh-agent"
+        return (f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, "
+                "or load the key into ssh-agent")
     if isinstance(e, paramiko.SSHException) and "Timeout opening channel" in str(e):
         return f"unreachable: {where} stopped answering (no reply to opening a channel; link down?)"
     if isinstance(e, (socket.timeout, TimeoutError)):
@@ -423,5 +425,6 @@ def _run_local(host: Host, argv: list[str], input, timeout: float, t0: float) ->
         proc.communicate()
         return Result(host.name, False, None, "", "", f"timed out after {timeout:g} s", time.monotonic() - t0)
     return Result(
-        host.name, proc.returncode == 0, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), None, time.monotonic() - t0
+        host.name, proc.returncode == 0, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), None,
+        time.monotonic() - t0,
     )

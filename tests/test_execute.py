@@ -39,7 +39,8 @@ def test_hostile_arguments_arrive_verbatim_on_localhost(local, tmp_path):
 def test_hostile_arguments_and_env_values_arrive_verbatim_over_ssh(remote, tmp_path):
     ex, inv = remote
     host = inv.hosts[0]
-    r = ex.python(host, "import os, sys, json; print(json.dumps([sys.argv[1:], os.environ['HN_TEST']]))", HOSTILE, env={"HN_TEST": HOSTILE[0]})
+    code = "import os, sys, json; print(json.dumps([sys.argv[1:], os.environ['HN_TEST']]))"
+    r = ex.python(host, code, HOSTILE, env={"HN_TEST": HOSTILE[0]})
     assert r.ok, r.reason
     assert __import__("json").loads(r.stdout) == [HOSTILE, HOSTILE[0]]
     assert not list(tmp_path.rglob("PWNED"))

@@ -211,7 +211,8 @@ def test_cancel_after_a_loop_killed_on_this_machine_stops_the_job_without_waitin
 # --- launch: what reaches the processes -------------------------------------------------------------
 
 HOSTILE = "$(touch pwned) `touch pwned2`; rm -rf / ' \" \\ \n*"
-ECHO = "import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': os.environ['EVIL'], 'cvd': os.environ['CUDA_VISIBLE_DEVICES'], 'cwd': os.getcwd()}, open('seen.json', 'w'))"
+ECHO = ("import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': os.environ['EVIL'], "
+        "'cvd': os.environ['CUDA_VISIBLE_DEVICES'], 'cwd': os.getcwd()}, open('seen.json', 'w'))")
 
 
 def test_hostile_env_values_and_arguments_reach_the_job_verbatim_and_no_shell_runs_them(inv, store, sched, tmp_path):
@@ -282,7 +283,8 @@ def test_the_jobs_env_cannot_override_the_marker(inv):
 
 
 def test_a_job_succeeds_with_its_exit_code_log_and_newest_metrics_recorded(inv, store, sched):
-    code = "import json; f = open('metrics.jsonl', 'a'); [f.write(json.dumps({'step': s, 'loss': 3.0 - s}) + '\\n') for s in (1, 2)]; f.write('{\"event\": \"stop\"}\\n'); print('done')"
+    code = ("import json; f = open('metrics.jsonl', 'a'); [f.write(json.dumps({'step': s, 'loss': 3.0 - s}) + '\\n') for s in (1, 2)]; "
+            "f.write('{\"event\": \"stop\"}\\n'); print('done')")
     job_id = submit(store, inv, [PY, "-c", code])
     row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
     assert (row["state"], row["attempt"]) == ("SUCCEEDED", 1), row["reason"]
@@ -363,7 +365,8 @@ def test_a_new_loop_adopts_a_running_job_and_it_succeeds_exactly_once(inv, store
         row = cycle_until(loop.Loop(inv, store, ex), store, job_id, {"SUCCEEDED", "FAILED"})
     assert row["state"] == "SUCCEEDED" and row["attempt"] == 1
     assert (run_dir(inv, job_id) / "count").read_text() == "once\n"
-    assert [e["what"] for e in store.query("SELECT what FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))] == ["STARTING"]
+    started = store.query("SELECT what FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))
+    assert [e["what"] for e in started] == ["STARTING"]
 
 
 def test_a_node_started_but_not_recorded_is_found_by_its_marker_not_started_again(inv, store, sched, monkeypatch):

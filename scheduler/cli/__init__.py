@@ -88,7 +88,8 @@ class _Parser(argparse.ArgumentParser):
 def add_common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     # Subcommands repeat --config with SUPPRESS so their default does not hide the top-level value.
     default = None if top else argparse.SUPPRESS
-    p.add_argument("--config", metavar="PATH", default=default, help="hosts.toml (default: $HEADNODE_CONFIG, else ./hosts.toml, else this machine alone)")
+    p.add_argument("--config", metavar="PATH", default=default,
+                   help="hosts.toml (default: $HEADNODE_CONFIG, else ./hosts.toml, else this machine alone)")
     p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(
-            f"headnode: internal error: {type(e).__name__}: {e}; this is a bug — rerun with HEADNODE_DEBUG=1 for the traceback and report it.",
+            f"headnode: internal error: {type(e).__name__}: {e}; this is a bug — rerun with HEADNODE_DEBUG=1 for the traceback"
+            " and report it.",
             file=sys.stderr,
         )
         return INTERNAL_ERROR

@@ -18,13 +18,18 @@ def register(sub) -> None:
     pr = ds.add_parser("prepare", help="tokenize text into shards and register a new version")
     pr.add_argument("sources", nargs="+", metavar="SRC", help="text files, directories (recursive) or .jsonl files")
     pr.add_argument("--name", required=True, help="dataset name")
-    pr.add_argument("--tokenizer", default="byte", help="byte (default), bpe[:VOCAB_SIZE] (trained on SRC), bpe:PATH (tokenizer.json), gpt2:PATH")
+    pr.add_argument("--tokenizer", default="byte",
+                    help="byte (default), bpe[:VOCAB_SIZE] (trained on SRC), bpe:PATH (tokenizer.json), gpt2:PATH")
     pr.add_argument("--shard-tokens", type=int, default=None, metavar="T", help="tokens per shard (default 16Mi)")
-    pr.add_argument("--val-fraction", type=float, default=None, metavar="F", help="share of documents held out for validation (default 0.01)")
-    pr.add_argument("--include", action="append", metavar="GLOB", help="in directories, only files matching GLOB (repeatable; default all text files)")
-    pr.add_argument("--exclude", action="append", metavar="GLOB", help="in directories, skip files and directories matching GLOB (repeatable)")
+    pr.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                    help="share of documents held out for validation (default 0.01)")
+    pr.add_argument("--include", action="append", metavar="GLOB",
+                    help="in directories, only files matching GLOB (repeatable; default all text files)")
+    pr.add_argument("--exclude", action="append", metavar="GLOB",
+                    help="in directories, skip files and directories matching GLOB (repeatable)")
     pr.add_argument("--text-field", default="text", metavar="FIELD", help="the text field of JSON-lines records (default text)")
-    pr.add_argument("--workers", type=int, default=None, metavar="N", help="tokenizer processes (default: all cores when the input is big enough)")
+    pr.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="tokenizer processes (default: all cores when the input is big enough)")
     add_json(pr)
     pr.set_defaults(func=cmd_prepare)
 
@@ -46,7 +51,8 @@ def register(sub) -> None:
     sy = ds.add_parser("sync", help="copy a version to hosts (parallel, resumable, skipping intact shards) and verify it there")
     sy.add_argument("spec", metavar="NAME[@VERSION]")
     sy.add_argument("hosts", nargs="*", metavar="HOST", help="default: every host")
-    sy.add_argument("--transport", choices=("auto", "rsync", "sftp"), default="auto", help="how files travel (default: rsync where both sides have it, else SFTP)")
+    sy.add_argument("--transport", choices=("auto", "rsync", "sftp"), default="auto",
+                    help="how files travel (default: rsync where both sides have it, else SFTP)")
     add_json(sy)
     sy.set_defaults(func=cmd_sync)
 
@@ -86,7 +92,9 @@ def cmd_prepare(args, ctx) -> int:
     verb = "prepared" if r.new else "unchanged: already registered as"
     print(f"{verb} {r.name}@{r.version}: {r.tokens:,} tokens ({r.train_tokens:,} train, {r.val_tokens:,} val) in {r.shards} shards")
     rate = r.bytes / r.seconds / 1e6 if r.seconds else 0.0
-    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, {r.seconds:.1f}s ({rate:.1f} MB/s, {r.workers} worker{'s' if r.workers > 1 else ''})")
+    workers = f"{r.workers} worker{'s' if r.workers > 1 else ''}"
+    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, "
+          f"{r.seconds:.1f}s ({rate:.1f} MB/s, {workers})")
     if r.skipped_binary:
         print(f"  {len(r.skipped_binary)} binary files skipped, e.g. {r.skipped_binary[0]}")
     print(f"  {r.path}")
@@ -116,7 +124,8 @@ def cmd_list(args, ctx) -> int:
     print_table(
         ["DATASET", "TOKENS", "SHARDS", "TOKENIZER", "VERIFIED ON", "CREATED", "BY"],
         [
-            [f"{r['name']}@{r['version']}", f"{r['tokens']:,}", r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}", human_age(r["created_at"]), r["author"]]
+            [f"{r['name']}@{r['version']}", f"{r['tokens']:,}", r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}",
+             human_age(r["created_at"]), r["author"]]
             for r in rows
         ],
     )

@@ -57,7 +57,8 @@ def cmd_probe(args, ctx) -> int:
     from ..execute import Executor
 
     if args.timeout <= 0:
-        raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take", "use a positive number, e.g. --timeout 10")
+        raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take",
+                        "use a positive number, e.g. --timeout 10")
     targets = [ctx.inventory.host(n) for n in args.names] if args.names else list(ctx.inventory.hosts)
     # --timeout bounds the whole answer per host, the SSH connect included.
     with Executor(ctx.inventory, connect_timeout=min(args.timeout, 5.0)) as executor:

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
     p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
     p.add_argument("--procs-per-node", type=int, metavar="N", help="processes on each host of a CPU job (--gpus-per-node 0; default 1)")
-    p.add_argument("--data", metavar="NAME@VERSION", help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
+    p.add_argument("--data", metavar="NAME@VERSION",
+                   help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
     p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
     p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
     p.add_argument("--retries", type=int, default=0, metavar="R", help="run a failed job again up to R times")
@@ -293,7 +294,8 @@ def cmd_logs(args, ctx) -> int:
     if args.node is not None and not 0 <= args.node < job.nodes:
         raise UserError(f"job {job.id} has no node {args.node}", f"its nodes are 0..{job.nodes - 1}", "pick one of those")
     if args.attempt is not None and not 1 <= args.attempt <= job.attempt:
-        raise UserError(f"job {job.id} has no attempt {args.attempt}", f"it has run {job.attempt} attempt(s)", "omit --attempt for the latest")
+        raise UserError(f"job {job.id} has no attempt {args.attempt}", f"it has run {job.attempt} attempt(s)",
+                        "omit --attempt for the latest")
     if job.attempt == 0 and not args.follow:
         raise UserError(f"job {job.id} has no logs yet", f"it is {job.state}: {job.reason}", "use -f to wait for them")
 

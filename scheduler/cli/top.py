@@ -95,11 +95,14 @@ def table(doc: dict) -> tuple[list[str], list[list]]:
     for h in doc["hosts"]:
         jobs = ",".join(sorted(h["jobs"])) or ""
         load = f"{h['load'][0]:.2f}" if h.get("load") else None
-        rows.append([h["name"], h["state"] if h["state"] != "down" else f"down: {h['reason']}", _pct(h["cpu_percent"]), _pct(h["mem_percent"]), load, f"{len(h['gpus'])}" if h["gpus"] else "-", "", "", "", "", "", jobs])
+        state = h["state"] if h["state"] != "down" else f"down: {h['reason']}"
+        gpus = f"{len(h['gpus'])}" if h["gpus"] else "-"
+        rows.append([h["name"], state, _pct(h["cpu_percent"]), _pct(h["mem_percent"]), load, gpus, "", "", "", "", "", jobs])
         for g in h["gpus"]:
             foreign = sum(1 for p in g["processes"] or [] if p["flag"])
             owners = ",".join(g["jobs"]) + (f" +{foreign} foreign" if foreign else "")
-            rows.append(["", "", "", "", "", g["index"], _model(g.get("name")), _pct(g.get("util")), _mem(g), _na(g.get("temp"), "C"), _power(g), owners])
+            rows.append(["", "", "", "", "", g["index"], _model(g.get("name")), _pct(g.get("util")), _mem(g),
+                         _na(g.get("temp"), "C"), _power(g), owners])
     return headers, rows
 
 
@@ -131,7 +134,7 @@ def _power(g: dict) -> str:
 def cmd_metrics_serve(args, ctx) -> int:
     from ..telemetry.prometheus import make_server
 
-    ctx.store  # mirrors the inventory into the store before the first scrape
+    _ = ctx.store  # opening it mirrors the inventory into the store before the first scrape
     try:
         server = make_server(ctx.inventory, args.bind, args.port)
     except OSError as e:

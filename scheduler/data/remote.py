@@ -2,8 +2,8 @@
 
 It runs with the host's own python (`Executor.python`, standard library only, Python 3.7+: no numpy,
 nothing installed): the directory is its argument, the rest comes as JSON on stdin (the same for every
-host): {files: {name: [size, sha256]}, mode, mkdir}. It answers one JSON line: {dir (absolute), rsync (on PATH?), status: {name: "ok" | problem}}.
-No file content comes back. Files are hashed on a thread per core (hashlib releases the GIL).
+host): {files: {name: [size, sha256]}, mode, mkdir}. It answers one JSON line: {dir (absolute), rsync (on
+PATH?), status: {name: "ok" | problem}}. No file content comes back. Files are hashed on a thread per core (hashlib releases the GIL).
 
 mode "verify" re-hashes everything. mode "check" (sync's before and after) also trusts a file whose
 size and mtime match what the last full hash recorded in `.headnode-verified.json` — so syncing an

@@ -65,7 +65,8 @@ def _gpu_labels(h: dict, g: dict) -> dict:
 
 def _jobs(out: list[str], store: Store) -> None:
     rows = store.query("SELECT id, name, state, metrics, flags FROM jobs WHERE state IN ('PENDING', 'STARTING', 'RUNNING')")
-    _family(out, "headnode_job_state", "1 for the state each live job is in", [({"job": str(r["id"]), "name": r["name"], "state": r["state"]}, 1) for r in rows])
+    states = [({"job": str(r["id"]), "name": r["name"], "state": r["state"]}, 1) for r in rows]
+    _family(out, "headnode_job_state", "1 for the state each live job is in", states)
     metrics = [(r, loads(r["metrics"], {}) or {}) for r in rows]
     for name, key, text in (
         ("headnode_job_tokens_per_second", "tokens_per_s", "training throughput from the last metrics line"),
