@@ -45,10 +45,11 @@ def cmd_hosts(args, ctx) -> int:
 
 
 def _gpus(r: dict) -> str:
-    if r["gpus_declared"] is not None:
-        detected = r["gpus_detected"]
-        return f"{r['gpus_declared']}" + (f" (detected {detected})" if detected is not None and detected != r["gpus_declared"] else "")
-    return "?" if r["gpus_detected"] is None else str(r["gpus_detected"])
+    """The host's GPUs (rules.host_gpus), and the probe's count beside a declared one that differs."""
+    total = "?" if r["gpus"] is None else str(r["gpus"])
+    detected = r["gpus_detected"]
+    differs = r["gpus_declared"] is not None and detected is not None and detected != r["gpus_declared"]
+    return f"{total} (detected {detected})" if differs else total
 
 
 def cmd_probe(args, ctx) -> int:

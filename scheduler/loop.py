@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import launch, lease, policy, teardown
+from . import launch, lease, policy, rules, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
 from .store import Store, dumps, loads
@@ -260,7 +260,7 @@ class Loop:
             quiet = h.name in self.silent and now - self.silent[h.name][0] < cooldown
             views.append(policy.HostView(
                 name=h.name,
-                gpus=h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                gpus=rules.host_gpus(h.gpus, r.get("gpus_detected")),
                 schedulable=not r.get("draining") and r.get("state") != "down" and not quiet,
                 tags=frozenset(h.tags),
                 used_ports=frozenset(busy.get(h.name, ())),
@@ -272,7 +272,7 @@ class Loop:
         rows = self.store.query(
             "SELECT n.job_id, n.host, n.gpus, n.port, j.time_limit, a.started_at FROM job_nodes n "
             "JOIN jobs j ON j.id = n.job_id JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt "
-            "WHERE (j.state IN ('STARTING', 'RUNNING') AND n.attempt = j.attempt) OR n.state = 'LOST'"
+            f"WHERE {rules.NODE_HOLDS_GPUS_SQL}"
         )
         jobs: dict[int, dict] = {}
         for r in rows:
