@@ -211,7 +211,7 @@ def _check_name(name: str) -> None:
 
 def procs_per_node(job: dict) -> int:
     """The processes torchrun starts on each node: one per GPU, else as asked (default one)."""
-    return job["gpus_per_node"] or job["procs_per_node"] or 1
+    return rules.procs_per_node(job["gpus_per_node"], job["procs_per_node"])
 
 
 def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:

@@ -294,7 +294,7 @@ class Loop:
                 job_id=job["id"], attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
                 gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=tuple(loads(job["command"])),
                 env=loads(job["env"], {}), data_path=_data_path(h, job["data"]),
-                procs_per_node=job["procs_per_node"] or 1,
+                procs_per_node=job["procs_per_node"],
             )
             for n, h in zip(placement.nodes, hosts)
         ]  # fmt: skip
