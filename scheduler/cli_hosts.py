@@ -6,7 +6,8 @@ import sys
 
 from .cli import add_json
 from .errors import UserError
-from .table import human_bytes, print_table
+from . import humanize
+from .table import print_table
 
 
 def register(sub) -> None:
@@ -78,7 +79,7 @@ def cmd_probe(args, ctx) -> int:
                     e["cuda"] or "-",
                     e["driver"] or "-",
                     "-" if e["gpus"] is None else e["gpus"],
-                    human_bytes(e["disk_free_bytes"]),
+                    humanize.size(e["disk_free_bytes"]) or "-",
                     f"{e['elapsed_s']:.1f}s",
                 ]
                 for e in entries
