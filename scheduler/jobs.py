@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from . import lifecycle, policy
+from . import lifecycle, policy, rules
 from .errors import NotFound, UserError
 from .inventory import NAME_RE, Inventory
 from .model import ACTIVE, LIVE, TERMINAL, Attempt, Job, Node, sql_set
@@ -220,7 +220,7 @@ def _check_name(name: str) -> None:
 def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:
     """GPUs per inventory host: declared, else detected by the last probe, else None (not known yet)."""
     detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
-    return {h.name: h.gpus if h.gpus is not None else detected.get(h.name) for h in inventory.hosts}
+    return {h.name: rules.host_gpus(h.gpus, detected.get(h.name)) for h in inventory.hosts}
 
 
 def _host_views(store: Store, inventory: Inventory) -> list[policy.HostView]:

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import control, jobs, launch, lease, lifecycle, policy
+from . import control, jobs, launch, lease, lifecycle, policy, rules
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
-from .model import ACTIVE, AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState, sql_set
+from .model import AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState
 from .store import Store, loads
 
 log = logging.getLogger("headnode.scheduler")
@@ -223,7 +223,7 @@ class Loop:
             quiet = h.name in self.silent and now - self.silent[h.name][0] < cooldown
             views.append(policy.HostView(
                 name=h.name,
-                gpus=h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                gpus=rules.host_gpus(h.gpus, r.get("gpus_detected")),
                 schedulable=not r.get("draining") and r.get("state") != "down" and not quiet,
                 tags=frozenset(h.tags),
                 used_ports=frozenset(busy.get(h.name, ())),
@@ -235,12 +235,13 @@ class Loop:
         rows = self.store.query(
             "SELECT n.job_id, n.host, n.gpus, n.port, j.time_limit, a.started_at FROM job_nodes n "
             "JOIN jobs j ON j.id = n.job_id JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt "
-            f"WHERE (j.state IN {sql_set(ACTIVE)} AND n.attempt = j.attempt) OR n.state = 'LOST'"
+            f"WHERE {rules.NODE_HOLDS_GPUS_SQL}"
         )
         live: dict[int, dict] = {}
         for r in rows:
             j = live.setdefault(r["job_id"], {"alloc": {}, "ports": {}, "ends": None})
-            j["alloc"][r["host"]] = frozenset(loads(r["gpus"], []))
+            # A LOST node of an earlier attempt may share a host with the live one: both hold GPUs.
+            j["alloc"][r["host"]] = j["alloc"].get(r["host"], frozenset()) | frozenset(loads(r["gpus"], []))
             j["ports"][r["host"]] = r["port"]
             if r["time_limit"] is not None and r["started_at"] is not None:
                 j["ends"] = r["started_at"] + r["time_limit"]
