@@ -327,7 +327,10 @@ def cmd_scheduler_run(args, ctx) -> int:
         signal.signal(sig, lambda *_: stop.set())
     holder = lease.holder_id()
     print(f"scheduler loop {holder} on {ctx.inventory.state_dir}; Ctrl-C stops it (jobs keep running)", file=sys.stderr)
-    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder)
+    def waiting(held) -> None:
+        print(f"waiting for {held.describe()} to finish its teardown before starting", file=sys.stderr)
+
+    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder, on_wait=waiting)
     print("scheduler loop stopped; lease released", file=sys.stderr)
     return 0
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import control, jobs, launch, lease, lifecycle, policy, rules
+from . import control, jobs, launch, lease, lifecycle, policy, rules, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
 from .model import AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState
@@ -416,9 +416,12 @@ def run_forever(
     stop_event: threading.Event | None = None,
     holder: str | None = None,
     telemetry: bool = True,
+    on_wait: Callable[[lease.Lease], None] | None = None,
 ) -> None:
     """Hold the lease and cycle until stop_event is set (or SIGTERM, in the foreground); raises
-    lease.LeaseHeld if another loop runs. With `telemetry`, the collector runs alongside.
+    lease.LeaseHeld if another loop runs (a cancel tearing down is waited for: `on_wait` hears of
+    it). A lease.Keeper thread renews the lease throughout, so no teardown or start outlives it.
+    With `telemetry`, the collector runs alongside.
 
     Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up.
     """
@@ -429,14 +432,17 @@ def run_forever(
     store = Store.for_state_dir(inventory.state_dir, actor="scheduler")
     holder = holder or lease.holder_id()
     try:
-        lease.acquire(store, holder, kind, settings.lease_ttl)
+        # A cancel tearing down from the CLI holds the lease for as long as its teardown takes: wait.
+        wait = settings.grace_period + teardown.KILL_WAIT + 60
+        lease.wait_for_cancel(store, holder, kind, settings.lease_ttl, timeout=wait, note=on_wait)
     except BaseException:
         store.close()
         raise
     executor = Executor(inventory)
+    keeper = lease.Keeper(store.path, holder, settings.lease_ttl).__enter__()
 
     def heartbeat() -> None:
-        if not lease.renew(store, holder, settings.lease_ttl):
+        if keeper.lost.is_set():
             raise LeaseLost(f"{holder} lost the scheduler lease")
 
     loop = Loop(inventory, store, executor, heartbeat=heartbeat)
@@ -456,7 +462,7 @@ def run_forever(
             except Exception as e:  # a bug or a busy store must not stop the jobs' bookkeeping for good
                 log.exception("scheduler cycle failed")
                 summary = {"error": f"{type(e).__name__}: {e}"}
-            if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
+            if keeper.lost.is_set() or not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
             nodes = _watched(loop)
             if watch is None or watch.key != _watch_key(nodes) or watch.stale():
@@ -466,6 +472,7 @@ def run_forever(
             rest = (SOON if summary.get("soon") else settings.cycle_interval) - (time.monotonic() - t0)
             _idle(store, stop_event, rest, watch.event)
     finally:
+        keeper.__exit__(None, None, None)
         if watch is not None:
             watch.close()
         if collector is not None:

@@ -430,3 +430,62 @@ def test_a_dataset_job_waits_for_a_verified_copy_and_gets_its_path_in_headnode_d
     row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
     assert row["state"] == "SUCCEEDED", row["reason"]
     assert (run_dir(inv, job_id) / "data.txt").read_text() == inv.hosts[0].path("data", "wiki", "abc123")
+
+
+def test_a_teardown_longer_than_the_lease_keeps_the_loop_alive_and_the_cancel_verified(local_config):
+    # grace_period 6 s > lease_ttl 2 s, and ranks that ignore SIGTERM: the teardown outlives the ttl.
+    low = random.randrange(20000, 60000, 100)
+    slow = "\n[scheduler]\ncycle_interval = 0.2\ngrace_period = 6\nlease_ttl = 2\nnode_lost_timeout = 30\n"
+    local_config.write_text(local_config.read_text() + slow + f"port_range = [{low}, {low + 99}]\n")
+    inv = inventory.load(local_config)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_forever(inv, kind="foreground", stop_event=stop, telemetry=False)
+        except BaseException as e:  # the test reports it below
+            failures.append(e)
+
+    with Store.for_state_dir(inv.state_dir) as store:
+        job_id = submit(store, inv, ["sh", "-c", "trap '' TERM; sleep 300 & wait; wait"])
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(marked(inv, job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, shell, sleep
+                time.sleep(0.1)
+            (out,) = control.cancel(store, inv, [job_id], actor="bob@head", timeout=60)
+            assert (out.state, out.verified, out.stopped_here) == ("CANCELLED", True, False)
+            assert out.verdict.reports[0].killed >= 1  # SIGTERM was ignored: SIGKILL after the grace
+            assert t.is_alive() and failures == []
+            assert lease.active(store) is not None and lease.active(store).kind == "foreground"
+        finally:
+            stop.set()
+            t.join(30)
+    assert failures == [] and marked(inv, job_id) == []
+
+
+def test_scheduler_run_waits_for_a_cancel_that_holds_the_lease(inv, store):
+    lease.acquire(store, f"{os.getpid()}@{socket.gethostname()}/cancel", "cancel", 30)
+    releaser = threading.Timer(1.0, lambda: _release(inv, f"{os.getpid()}@{socket.gethostname()}/cancel"))
+    releaser.start()
+    stop = threading.Event()
+    heard: list[str] = []
+    t = threading.Thread(
+        target=loop.run_forever, args=(inv,), kwargs={"stop_event": stop, "telemetry": False, "on_wait": lambda held: heard.append(held.kind)},
+        daemon=True,
+    )
+    t.start()
+    deadline = time.monotonic() + 30
+    while (lease.active(store) is None or lease.active(store).kind != "foreground") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    t.join(30)
+    releaser.join()
+    assert heard == ["cancel"]
+
+
+def _release(inv, holder: str) -> None:
+    with Store.for_state_dir(inv.state_dir) as s:
+        lease.release(s, holder)
