@@ -8,7 +8,8 @@ killed mid-job is replaced by the next one, which reconciles from the store and 
 
 Never launching twice: an attempt's job_nodes rows are committed (STARTING, no pid) *before* the
 remote start; a loop that finds such a row after a crash looks for the node's marker on its host,
-and only a node that left no trace at all after START_GRACE counts as never started.
+and only a node that left no trace at all counts as never started (after ORPHAN_START_GRACE when
+the loop that started it is gone, else START_GRACE).
 
 Between cycles the loop idles, but not deaf: a commit by another process (submit, cancel) or a
 running node's end (seen by a watch stream on its host) starts the next cycle at once.
@@ -35,6 +36,7 @@ from .store import Store, loads
 log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
+ORPHAN_START_GRACE = 5.0  # ... when the loop that started it is gone and its host shows no trace
 BUSY_PORT_MEMORY = 300.0  # a rendezvous port found taken on a host is not placed there for this long
 
 
@@ -154,7 +156,12 @@ class Loop:
                     f"node {n.node_rank} on {n.host} ended without an exit status "
                     "(killed by a signal, or its host restarted)"
                 ))  # fmt: skip
-            if n.pid is None and now - (began or now) > START_GRACE:
+            # A node without a pid was being started by a loop that died (this one records pids as
+            # soon as the start returns). If its host shows no trace of it, ask no longer than it
+            # takes a start already sent to land; else wait the whole grace for a slow host.
+            no_trace = st is not None and st.pid is None and st.log_size is None and st.exit is None and not st.alive
+            grace = ORPHAN_START_GRACE if no_trace and (began or now) < self.started_at else START_GRACE
+            if n.pid is None and now - (began or now) > grace:
                 why = f"node {n.node_rank} on {n.host} never started (the scheduler stopped while starting it)"
                 return Ending(AttemptState.ABORTED, why)
         if nodes and all(n.exit_code == 0 for n in nodes):

@@ -22,6 +22,7 @@ import pytest
 from scheduler import control, inventory, jobs, launch, lease, lifecycle, loop, teardown
 from scheduler.cli import main
 from scheduler.execute import Executor
+from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
 from scheduler.store import Store
 
 PY = sys.executable
@@ -402,6 +403,33 @@ def test_a_node_that_never_started_is_requeued_without_charging_a_retry(inv, sto
     assert (row["state"], row["attempt"], row["retries"]) == ("SUCCEEDED", 2, 0)
     first = store.one("SELECT reason FROM attempts WHERE job_id = ? AND attempt = 1", (job_id,))["reason"]
     assert first == "node 0 on localhost never started (the scheduler stopped while starting it)"
+
+
+def test_a_new_loop_asks_about_a_node_its_dead_predecessor_was_starting_without_waiting_the_grace(inv, store, monkeypatch):
+    job_id = submit(store, inv, ["true"])
+    with Executor(inv) as ex:
+        dead = loop.Loop(inv, store, ex)
+        monkeypatch.setattr(launch, "start", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):  # killed between committing the attempt and starting it
+            dead.cycle()
+        monkeypatch.undo()
+        # Only the few seconds a start already sent would take to land, not the whole START_GRACE.
+        store.execute("UPDATE attempts SET started_at = started_at - ? WHERE job_id = ?", (loop.ORPHAN_START_GRACE + 1, job_id))
+        row = cycle_until(loop.Loop(inv, store, ex), store, job_id, {"SUCCEEDED", "FAILED"})
+    assert (row["state"], row["attempt"]) == ("SUCCEEDED", 2)
+
+
+def test_a_job_whose_starts_never_run_gives_up_after_a_bounded_number_of_tries(inv, store, sched):
+    job_id = submit(store, inv, ["true"])
+    job = jobs.get(store, job_id)
+    for _ in range(lifecycle.MAX_ABORTED + 1):
+        plans = [NodePlan(0, "localhost", (), 1, "/nowhere")]
+        lifecycle.start_attempt(store, job_id, plans, reason="starting", now=time.time())
+        job = jobs.get(store, job_id)
+        ended = lifecycle.end_attempt(store, job, Ending(AttemptState.ABORTED, "h1 did not answer"), Verdict.of([HostReport("localhost")]))
+    state, reason = ended
+    assert state == "FAILED"
+    assert reason.startswith(f"FAILED: gave up after {lifecycle.MAX_ABORTED + 1} starts that never ran (the last: h1 did not answer)")
 
 
 def test_a_host_removed_from_hosts_toml_mid_job_makes_it_node_lost_instead_of_stopping_the_loop(inv, store, sched):
