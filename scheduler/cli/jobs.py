@@ -14,8 +14,9 @@ import time
 from . import add_common, add_json
 from ..control import CANCEL_TIMEOUT
 from ..errors import UserError
+from .. import humanize
 from ..model import JobState
-from ..table import human_age, human_duration, print_table
+from ..table import print_table
 
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -136,7 +137,7 @@ def cmd_queue(args, ctx) -> int:
                 r["state"],
                 r["nodes"],
                 r["gpus_per_node"],
-                human_age(r["submitted_at"]),
+                humanize.age(r["submitted_at"], time.time()),
                 _num(r["step"]),
                 _num(r["loss"]),
                 ",".join(r["hosts"]) or "-",
@@ -157,7 +158,7 @@ def cmd_show(args, ctx) -> int:
         return 0
     attempt = f" (attempt {doc['attempt']})" if doc["attempt"] else ""
     print(f"job {doc['id']}  {_clean(doc['name'])}  {doc['state']}{attempt}")
-    limit = human_duration(doc["time_limit"]) if doc["time_limit"] else "none"
+    limit = humanize.duration(doc["time_limit"]) if doc["time_limit"] else "none"
     fields = [
         ("reason", doc["reason"]),
         ("command", shlex.join(doc["command"])),
@@ -328,7 +329,10 @@ def cmd_scheduler_run(args, ctx) -> int:
         signal.signal(sig, lambda *_: stop.set())
     holder = lease.holder_id()
     print(f"scheduler loop {holder} on {ctx.inventory.state_dir}; Ctrl-C stops it (jobs keep running)", file=sys.stderr)
-    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder)
+    def waiting(held) -> None:
+        print(f"waiting for {held.describe()} to finish its teardown before starting", file=sys.stderr)
+
+    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder, on_wait=waiting)
     print("scheduler loop stopped; lease released", file=sys.stderr)
     return 0
 
@@ -353,7 +357,7 @@ def cmd_scheduler_status(args, ctx) -> int:
         print("no scheduler loop has run on this store; start one with `headnode scheduler run`")
     elif not active:
         gone = cur.dead_holder()
-        ended = gone if gone is not None else f"its lease expired {human_age(cur.expires_at)} ago"
+        ended = gone if gone is not None else f"its lease expired {humanize.age(cur.expires_at, time.time())} ago"
         print(f"no scheduler loop is running; the last was {cur.describe()}, {ended}")
     else:
         print(f"scheduler loop: {cur.describe()}; lease expires in {max(0.0, cur.expires_at - time.time()):.1f} s")
