@@ -57,7 +57,8 @@ def register(sub) -> None:
     p.add_argument("--node", type=int, metavar="K", help="only node K (0-based)")
     p.add_argument("--rank", type=int, metavar="R", help="only global rank R")
     p.add_argument("--attempt", type=int, metavar="A", help="an earlier attempt (default: the latest)")
-    p.add_argument("--raw", action="store_true", help="output as the job wrote it (on a terminal control characters are escaped by default)")
+    p.add_argument("--raw", action="store_true",
+                   help="print the output as written (on a terminal, control characters are escaped unless --raw)")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser(
