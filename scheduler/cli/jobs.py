@@ -6,7 +6,6 @@ store; the scheduler loop acts on them (`cancel` does the teardown itself when n
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 import time
@@ -17,9 +16,9 @@ from ..errors import UserError
 from .. import humanize
 from ..model import JobState
 from ..table import print_table
+from ..terminal import escape_controls as _clean
 
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def register(sub) -> None:
@@ -60,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--node", type=int, metavar="K", help="only node K (0-based)")
     p.add_argument("--rank", type=int, metavar="R", help="only global rank R")
     p.add_argument("--attempt", type=int, metavar="A", help="an earlier attempt (default: the latest)")
+    p.add_argument("--raw", action="store_true",
+                   help="print the output as written (on a terminal, control characters are escaped unless --raw)")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser(
@@ -208,11 +209,6 @@ def _shape(doc: dict) -> str:
     return f"{doc['nodes_requested']} node(s) x {doc['procs_per_node']} CPU process(es)"
 
 
-def _clean(value) -> str:
-    """Control characters as escapes: a command or reason must not drive the reader's terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-
-
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -301,15 +297,16 @@ def cmd_logs(args, ctx) -> int:
         raise UserError(f"job {job.id} has no logs yet", f"it is {job.state}: {job.reason}", "use -f to wait for them")
 
     def warn(text: str) -> None:
-        print(f"headnode: {text}", file=sys.stderr, flush=True)
+        print(f"headnode: {_clean(text)}", file=sys.stderr, flush=True)
 
     if args.follow and args.attempt is None:
         lines = logs.follow(ctx.store, ctx.executor, ctx.inventory, job.id, node=args.node, rank=args.rank, warn=warn)
     else:
         node_logs = logs.node_logs(ctx.store, job.id, args.attempt or job.attempt)
         lines = logs.read(ctx.executor, ctx.inventory, node_logs, node=args.node, rank=args.rank, warn=warn)
+    raw = args.raw or not sys.stdout.isatty()  # piped: the bytes as written, for grep and files
     for line in lines:
-        print(line, flush=args.follow)
+        print(line if raw else _clean(line), flush=args.follow)
     return 0
 
 
