@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .inventory import Host, Inventory
+from .remote import source
 
 NOT_FOUND = 127  # the shell's "command not found"
 
@@ -56,16 +57,9 @@ class HostUnreachable(Exception):
     """Raised by helpers that need a result (stream, put); carries the human sentence."""
 
 
-# `python -c` puts the working directory (the login home) first on sys.path, so a stray socket.py or
-# json.py there would replace the real module in our programs. `-I` would also drop the user's
-# site-packages (where torch may live), so a two-line bootstrap drops only that entry, then runs the
-# program (passed as the first argument; compiled whole, so `from __future__` still works).
-BOOTSTRAP = (
-    "import sys\n"
-    "if sys.path and sys.path[0] in ('', '.'): del sys.path[0]\n"
-    "code = sys.argv.pop(1)\n"
-    "exec(compile(code, '<headnode>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})\n"
-)
+# Every Python program goes through remote/bootstrap.py, so that the login directory cannot shadow the
+# standard library: `python -c BOOTSTRAP PROGRAM ARG...`.
+BOOTSTRAP = source("bootstrap.py")
 
 
 def python_argv(host: Host, code: str, args: Sequence[str] = (), *, flags: Sequence[str] = ()) -> list[str]:
