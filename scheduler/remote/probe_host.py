@@ -65,7 +65,10 @@ def gpus():
             try:
                 out = subprocess.run(
                     ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=10,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    universal_newlines=True,
+                    timeout=10,
                 ).stdout
                 for line in out.strip().splitlines():
                     idx, name, mem, drv = [p.strip() for p in line.split(",")]

@@ -30,8 +30,12 @@ class Marked:
         """[(pid, pgid)] of node n's job on this host, narrowed by `extra` environment entries."""
         if self._procs is None:
             self._procs = list(_scan())
-        want = {f"HEADNODE_JOB_ID={n['job']}".encode(), f"HEADNODE_HOST={self.host}".encode(),
-                b"HEADNODE_RUN_DIR=" + os.path.realpath(n["run_dir"]).encode(), *extra}
+        want = {
+            f"HEADNODE_JOB_ID={n['job']}".encode(),
+            f"HEADNODE_HOST={self.host}".encode(),
+            b"HEADNODE_RUN_DIR=" + os.path.realpath(n["run_dir"]).encode(),
+            *extra,
+        }
         return [(pid, pgid) for pid, pgid, env in self._procs if want <= env]
 
     def leader(self, n: dict):
