@@ -109,7 +109,7 @@ def _target(command: Sequence[str]) -> list[str]:
 
 def node_env(spec: NodeSpec) -> dict[str, str]:
     """The node's environment: the job's --env, then ours (the markers must not be overridable).
-    HEADNODE_RUN_DIR / HEADNODE_DATA are set by START once the paths are absolute."""
+    HEADNODE_RUN_DIR / HEADNODE_DATA are set by remote/start.sh once the paths are absolute."""
     env = {"PYTHONUNBUFFERED": "1", **spec.env}
     # Zero-GPU jobs see no GPU at all, so a CPU job placed on a GPU host cannot take another job's GPU.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpus))
