@@ -101,6 +101,14 @@ def test_importing_a_program_does_nothing():
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
+def test_the_package_ships_every_program_that_is_not_a_module():
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["scheduler.remote"]
+    assert [f for f in FILES if not f.endswith(".py") and not any(fnmatch.fnmatch(f, p) for p in patterns)] == []
+
+
 def test_a_shell_program_ships_without_its_comment_lines():
     assert source("wrap.sh") == 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"\n'
 
