@@ -68,13 +68,30 @@ def test_every_program_in_remote_is_shipped_by_the_scheduler_and_every_shipped_o
     assert _shipped_names() == set(FILES)
 
 
+def imports(text: str) -> set[str]:
+    """Every module a text imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
 def test_the_programs_import_only_the_standard_library_besides_guarded_nvml_and_the_bundled_metrics_rule():
     foreign = {}
     for name in PY_FILES:
-        others = {m for m in remote.imports((PROGRAMS / name).read_text()) if m.split(".")[0] not in sys.stdlib_module_names}
+        others = {m for m in imports((PROGRAMS / name).read_text()) if m.split(".")[0] not in sys.stdlib_module_names}
         if others:
             foreign[name] = others
     assert foreign == {"kill.py": {"pynvml"}, "probe_host.py": {"pynvml"}, "probe_nodes.py": {"trainer.metrics"}}
+
+
+def test_the_loader_finds_exactly_the_headnode_imports_of_every_program_and_bundled_module():
+    texts = [(PROGRAMS / n).read_text() for n in PY_FILES] + [Path(sys.modules["trainer.metrics"].__file__).read_text()]
+    found = [remote.headnode_imports(t) for t in texts]
+    assert found == [{m for m in imports(t) if m.split(".")[0] in remote.BUNDLED} for t in texts]
 
 
 def test_no_program_is_named_like_a_standard_library_module():
@@ -84,7 +101,7 @@ def test_no_program_is_named_like_a_standard_library_module():
 
 def test_a_bundled_module_imports_only_the_standard_library():
     text = Path(sys.modules["trainer.metrics"].__file__).read_text()
-    assert {m for m in remote.imports(text) if m.split(".")[0] not in sys.stdlib_module_names} == set()
+    assert {m for m in imports(text) if m.split(".")[0] not in sys.stdlib_module_names} == set()
 
 
 @pytest.mark.parametrize("name", FILES)

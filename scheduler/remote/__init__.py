@@ -28,12 +28,18 @@ and in teardown reports for as long as the job runs.
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib.util
+import re
 from importlib import resources
 
-BUNDLED = ("trainer", "scheduler")  # top-level packages whose modules are bundled rather than found on the host
+# An import of a headnode module (a package in BUNDLED), as a statement at the start of a line. A
+# regular expression rather than the ast module, whose parser is not safe to run in several threads
+# at once on CPython 3.11 (python/cpython#106905), and the first calls come from a thread per host.
+# tests/test_remote.py checks it against the ast for every program and every bundled module.
+BUNDLED = ("trainer", "scheduler")
+_MODULE = rf"(?:{'|'.join(BUNDLED)})\.[\w.]+"
+_IMPORT = re.compile(rf"^[ \t]*(?:from[ \t]+({_MODULE})[ \t]+import|import[ \t]+({_MODULE}))\b", re.M)
 
 
 @functools.cache
@@ -69,15 +75,9 @@ def _install(name, code):
 """
 
 
-def imports(text: str) -> set[str]:
-    """Every module a program's text imports, anywhere in it (absolute imports only: programs have no package)."""
-    found = set()
-    for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-    return found
+def headnode_imports(text: str) -> set[str]:
+    """The headnode modules a program's (or a bundled module's) text imports."""
+    return {a or b for a, b in _IMPORT.findall(text)}
 
 
 def _bundled(text: str) -> list[str]:
@@ -89,11 +89,11 @@ def _bundled(text: str) -> list[str]:
         if module in seen:
             return
         seen.add(module)
-        for dep in sorted(m for m in imports(_module_text(module)) if m.split(".")[0] in BUNDLED):
+        for dep in sorted(headnode_imports(_module_text(module))):
             visit(dep)
         order.append(module)
 
-    for m in sorted(m for m in imports(text) if m.split(".")[0] in BUNDLED):
+    for m in sorted(headnode_imports(text)):
         visit(m)
     return order
 
