@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .inventory import Host, Inventory
 from .terminal import escape_controls
+from .remote import source
 
 NOT_FOUND = 127  # the shell's "command not found"
 DEBUG_LOG = "ssh-debug.log"  # under the state dir, with HEADNODE_DEBUG=1: paramiko's own log
@@ -75,16 +76,9 @@ class HandshakeFailed(Exception):
         self.stage, self.seconds, self.closed = stage, seconds, closed
 
 
-# `python -c` puts the working directory (the login home) first on sys.path, so a stray socket.py or
-# json.py there would replace the real module in our programs. `-I` would also drop the user's
-# site-packages (where torch may live), so a two-line bootstrap drops only that entry, then runs the
-# program (passed as the first argument; compiled whole, so `from __future__` still works).
-BOOTSTRAP = (
-    "import sys\n"
-    "if sys.path and sys.path[0] in ('', '.'): del sys.path[0]\n"
-    "code = sys.argv.pop(1)\n"
-    "exec(compile(code, '<headnode>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})\n"
-)
+# Every Python program goes through remote/bootstrap.py, so that the login directory cannot shadow the
+# standard library: `python -c BOOTSTRAP PROGRAM ARG...`.
+BOOTSTRAP = source("bootstrap.py")
 
 
 def python_argv(host: Host, code: str, args: Sequence[str] = (), *, flags: Sequence[str] = ()) -> list[str]:

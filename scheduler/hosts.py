@@ -1,17 +1,16 @@
-"""Hosts: the inventory mirrored into the store, their state, drain, and the probe."""
+"""Hosts: the inventory mirrored into the store, their state, drain, and the probe (remote/probe_host.py)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from . import rules
 from .execute import NOT_FOUND, Executor, Result
 from .inventory import Host, Inventory
+from .remote import source
 from .store import Store, dumps, loads
 
-PROBE_SOURCE = (Path(__file__).with_name("probe_host.py")).read_text()
 PROBE_TIMEOUT = 20.0
 
 
@@ -84,7 +83,7 @@ def set_draining(store: Store, inventory: Inventory, name: str, draining: bool, 
 
 def probe(executor: Executor, hosts: list[Host], *, timeout: float = PROBE_TIMEOUT) -> list[dict]:
     """One round trip per host, all hosts at once. Returns the `hosts probe --json` entries."""
-    results = executor.python_many(hosts, PROBE_SOURCE, lambda h: [h.path()], timeout=timeout)
+    results = executor.python_many(hosts, source("probe_host.py"), lambda h: [h.path()], timeout=timeout)
     return [interpret(h, results[h.name]) for h in hosts]
 
 

@@ -344,11 +344,11 @@ def _idle(store: Store, stop_event: threading.Event, seconds: float, wake: threa
 
 
 class _Watch:
-    """One launch.WATCH stream per host with running nodes, kept open across cycles while the running
+    """One launch.watch stream per host with running nodes, kept open across cycles while the running
     nodes stay the same; `event` is set the moment one of them ends. Streams open in threads of their
     own, so a slow or dead host delays nothing."""
 
-    READ_TIMEOUT = 75.0  # WATCH gives up after a minute; silence past that means a dead link
+    READ_TIMEOUT = 75.0  # remote/watch.py gives up after a minute; silence past that means a dead link
 
     def __init__(self, executor: Executor, nodes: dict[Host, list[dict]]):
         self.key = _watch_key(nodes)

@@ -191,7 +191,7 @@ def test_a_silent_host_is_marked_down_after_the_timeout_and_up_on_its_next_sampl
 
 
 def test_top_json_gpu_entries_carry_the_design_fields(inv):
-    from scheduler.telemetry.sampler import Sampler
+    from scheduler.remote.sampler import Sampler
     from scheduler.telemetry.view import from_samples
     from tests.test_telemetry_sampler import FIXTURE, FakeNVML
 
