@@ -98,6 +98,8 @@ def number_problem(value: object, lo: float, hi: float, *, open_lo: bool = False
 
 
 def _num(x: float) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
@@ -106,9 +108,13 @@ def int_range(lo: int, hi: int) -> str:
 
 
 def number_range(lo: float, hi: float, unit: str = "", *, open_lo: bool = False, open_hi: bool = False) -> str:
-    low = f"above {_num(lo)}" if open_lo else f"from {_num(lo)}"
-    high = f"below {_num(hi)}" if open_hi else f"to {_num(hi)}"
-    return f"a number {low} {high}" + (f" ({unit})" if unit else "")
+    if open_lo or open_hi:
+        low = f"above {_num(lo)}" if open_lo else f"at least {_num(lo)}"
+        high = f"below {_num(hi)}" if open_hi else f"at most {_num(hi)}"
+        text = f"a number {low} and {high}"
+    else:
+        text = f"a number from {_num(lo)} to {_num(hi)}"
+    return text + (f" ({unit})" if unit else "")
 
 
 # --- checks that raise -----------------------------------------------------------------------------
@@ -218,3 +224,37 @@ def is_job_id(ref: str) -> bool:
     """Digits only, ASCII: `'²'.isdigit()` is true, yet int('²') fails."""
     ref = ref.strip()
     return bool(ref) and ref.isascii() and ref.isdigit()
+
+
+# --- a job's numbers -------------------------------------------------------------------------------
+
+# (attribute, option, lo, hi, reason below lo): one table for the command line and jobs.validate.
+JOB_INTS = (
+    ("nodes", "--nodes", 1, MAX_NODES, "a job needs at least one node"),
+    ("gpus_per_node", "--gpus-per-node", 0, MAX_GPUS_PER_NODE, "it cannot be negative"),
+    ("procs_per_node", "--procs-per-node", 1, MAX_PROCS_PER_NODE, "a node runs at least one process"),
+    ("priority", "--priority", -MAX_PRIORITY, MAX_PRIORITY, None),
+    ("retries", "--retries", 0, MAX_RETRIES, "it cannot be negative"),
+)
+
+
+def job_option(attr: str) -> Callable[[str], int]:
+    """The argparse type of a submit option, from JOB_INTS."""
+    for a, option, lo, hi, low in JOB_INTS:
+        if a == attr:
+            return int_in(lo, hi, option, field=attr, low=low)
+    raise KeyError(attr)
+
+
+def check_job(spec) -> None:
+    """Every number of a JobSpec (duck-typed: jobs imports this module) in its range, else UserError
+    with field= the attribute: the console's form gets what the command line gets."""
+    for attr, option, lo, hi, low in JOB_INTS:
+        value = getattr(spec, attr)
+        if value is not None or attr != "procs_per_node":
+            check_int(value, lo, hi, option, field=attr, low=low)
+    if spec.time_limit is not None:
+        check_number(
+            spec.time_limit, 0, MAX_TIME_LIMIT, "time limit", unit="seconds", open_lo=True, field="time_limit",
+            fix=f"give at most {MAX_TIME_LIMIT / DAY:g}d, or omit it for no limit",
+        )
