@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from scheduler import bounds  # absolute: unchanged when these modules move into scheduler/cli/
 
 from .cli import add_json
 from .errors import UserError
@@ -17,7 +18,7 @@ def register(sub) -> None:
 
     pr = hs.add_parser("probe", help="check SSH, python, torch, CUDA, driver, GPUs and disk on hosts")
     pr.add_argument("names", nargs="*", metavar="HOST", help="hosts to probe (default: all)")
-    pr.add_argument("--timeout", type=float, default=20.0, help="seconds per host (default 20)")
+    pr.add_argument("--timeout", type=bounds.seconds(0, 3600, "--timeout", open_lo=True), default=20.0, help="seconds per host (default 20)")
     add_json(pr)
     pr.set_defaults(func=cmd_probe)
 
