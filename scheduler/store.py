@@ -340,7 +340,7 @@ def fault(exc: BaseException, path: str | os.PathLike) -> StoreError | None:
             " the recovered file into its place, or restore a backup",
         )
     if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in text:
-        return StoreError(f"cannot open the store {path}", _cannot_open(path), f"check {where} and its permissions")
+        return StoreError(f"cannot open the store {path}", *_cannot_open(path))
     if io_error:
         return StoreError(
             f"cannot read or write the store {path}",
@@ -365,21 +365,25 @@ def _full(where: Path) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024
 
 
-def _cannot_open(path: Path) -> str:
-    """Why SQLite could not open path, in words (it says only "unable to open database file")."""
-    if path.is_dir():
-        return "it is a directory"
+def _cannot_open(path: Path) -> tuple[str, str]:
+    """Why SQLite could not open path, and what to do (it says only "unable to open database file")."""
     where = path.parent
+    fix = f"check {where} and its permissions, or point state_dir in hosts.toml at a directory this user can write"
+    if path.is_dir():
+        return "it is a directory", f"move {path} aside, or point state_dir in hosts.toml elsewhere"
     try:
         if os.statvfs(where).f_flag & os.ST_RDONLY:
-            return f"{where} is on a read-only filesystem (SQLite needs to create its -wal and -shm files there)"
+            return (
+                f"{where} is on a read-only filesystem (SQLite needs to create its -wal and -shm files there)",
+                "remount it read-write, or copy the state dir somewhere writable and point state_dir in hosts.toml there",
+            )
     except OSError as e:
-        return f"{where}: {e.strerror or e}"
+        return f"{where}: {e.strerror or e}", fix
     if not os.access(where, os.W_OK | os.X_OK):
-        return f"this user may not create files in {where} (SQLite needs its -wal and -shm files there)"
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        return "this user may not read and write it"
-    return f"{where} does not accept a database file there"
+        return f"this user may not create files in {where} (SQLite needs its -wal and -shm files there)", fix
+    if path.exists() and not os.access(path, os.R_OK):
+        return "this user may not read it", fix
+    return f"{where} does not accept a database file", fix
 
 
 def _statements(script: str) -> list[str]:
