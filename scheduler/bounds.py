@@ -169,7 +169,9 @@ def parse_int(text: str) -> int | None:
     return int(t)
 
 
-def int_in(lo: int, hi: int, name: str, *, field: str | None = None, low: str | None = None, fix: str | None = None) -> Callable[[str], int]:
+def int_in(
+    lo: int, hi: int, name: str, *, field: str | None = None, low: str | None = None, fix: str | None = None
+) -> Callable[[str], int]:
     """An argparse type: a whole number in lo..hi, else one sentence (exit 2) quoting the user's text."""
 
     def parse(text: str) -> int:
@@ -184,7 +186,15 @@ def int_in(lo: int, hi: int, name: str, *, field: str | None = None, low: str | 
 
 
 def number_in(
-    lo: float, hi: float, name: str, *, unit: str = "", open_lo: bool = False, open_hi: bool = False, field: str | None = None, fix: str | None = None
+    lo: float,
+    hi: float,
+    name: str,
+    *,
+    unit: str = "",
+    open_lo: bool = False,
+    open_hi: bool = False,
+    field: str | None = None,
+    fix: str | None = None,
 ) -> Callable[[str], float]:
     """An argparse type: a finite number in the range (nan, inf and 1e400 refused), else one sentence."""
 
@@ -238,12 +248,34 @@ JOB_INTS = (
 )
 
 
-def job_option(attr: str) -> Callable[[str], int]:
-    """The argparse type of a submit option, from JOB_INTS."""
-    for a, option, lo, hi, low in JOB_INTS:
-        if a == attr:
-            return int_in(lo, hi, option, field=attr, low=low)
-    raise KeyError(attr)
+# Every numeric option of the command line, by (command, option): the argparse types that
+# scheduler/cli_*.py use, so that every range is written here, once.
+def _options() -> dict[tuple[str, str], Callable[[str], object]]:
+    opts: dict[tuple[str, str], Callable[[str], object]] = {
+        ("submit", option): int_in(lo, hi, option, field=attr, low=low) for attr, option, lo, hi, low in JOB_INTS
+    }
+    opts[("cancel", "--timeout")] = seconds(0, MAX_WAIT, "--timeout")
+    opts[("wait", "--timeout")] = seconds(0, MAX_WAIT, "--timeout")
+    opts[("logs", "--node")] = int_in(0, MAX_NODES - 1, "--node")
+    opts[("logs", "--rank")] = int_in(0, MAX_NODES * MAX_PROCS_PER_NODE - 1, "--rank")
+    opts[("logs", "--attempt")] = int_in(1, MAX_RETRIES + 1, "--attempt")
+    opts[("hosts probe", "--timeout")] = seconds(0, 3600, "--timeout", open_lo=True)
+    opts[("top", "--interval")] = seconds(0.1, 3600, "--interval")
+    opts[("metrics serve", "--port")] = int_in(0, 65535, "--port")  # 0: any free port
+    opts[("data prepare", "--shard-tokens")] = int_in(1, 1 << 32, "--shard-tokens")
+    opts[("data prepare", "--val-fraction")] = number_in(0, 1, "--val-fraction", open_hi=True)
+    opts[("data prepare", "--workers")] = int_in(1, 1024, "--workers")
+    opts[("data prune", "--keep")] = int_in(0, 10**6, "--keep")
+    opts[("demo", "--steps")] = int_in(1, 10**6, "--steps")
+    return opts
+
+
+OPTIONS = _options()
+
+
+def option(command: str, flag: str) -> Callable[[str], object]:
+    """The argparse type of `headnode COMMAND FLAG`, e.g. type=bounds.option("submit", "--nodes")."""
+    return OPTIONS[(command, flag)]
 
 
 def check_job(spec) -> None:

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
     pr = hs.add_parser("probe", help="check SSH, python, torch, CUDA, driver, GPUs and disk on hosts")
     pr.add_argument("names", nargs="*", metavar="HOST", help="hosts to probe (default: all)")
-    pr.add_argument("--timeout", type=bounds.seconds(0, 3600, "--timeout", open_lo=True), default=20.0, help="seconds per host (default 20)")
+    pr.add_argument("--timeout", type=bounds.option("hosts probe", "--timeout"), default=20.0, help="seconds per host (default 20)")
     add_json(pr)
     pr.set_defaults(func=cmd_probe)
 
