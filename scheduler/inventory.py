@@ -329,7 +329,8 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
         chk.type_("[cluster]", k, v, CLUSTER_KEYS[k])
     name = cluster.get("name")
     if name is not None and (not name or len(name) > MAX_CLUSTER_NAME or not name.isprintable()):
-        chk.fail("[cluster]", f"name must be 1 to {MAX_CLUSTER_NAME} printable characters, not {_repr(name)}", "choose a short name", "name")
+        what = f"name must be 1 to {MAX_CLUSTER_NAME} printable characters, not {_repr(name)}"
+        chk.fail("[cluster]", what, "choose a short name", "name")
     if cluster.get("state_dir") == "":
         chk.fail("[cluster]", "state_dir is empty", "name a directory, or omit state_dir for .headnode/ beside this file", "state_dir")
     state_dir = Path(os.path.expanduser(cluster.get("state_dir", ".headnode")))
@@ -350,7 +351,8 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
     if not isinstance(hosts_doc, list):
         chk.fail("hosts", "must be an array of tables", "write each host as a [[hosts]] table", "hosts")
     if len(hosts_doc) > bounds.MAX_NODES:
-        chk.fail("[[hosts]]", f"{len(hosts_doc)} hosts are more than headnode manages ({bounds.MAX_NODES})", "split the cluster into several inventories")
+        what = f"{len(hosts_doc)} hosts are more than headnode manages ({bounds.MAX_NODES})"
+        chk.fail("[[hosts]]", what, "split the cluster into several inventories")
     hosts: list[Host] = []
     names: dict[str, int] = {}
     addresses: dict[tuple, str] = {}
@@ -494,7 +496,8 @@ def _check_host_keys(chk: _Checker, where: str, table: dict, *, start: int = 0) 
             chk.fail(where, f"unknown key {k!r}", f"use only {sorted(HOST_KEYS)}", k, start=start)
         chk.type_(where, k, v, HOST_KEYS[k], start=start)
         if k == "gpus" and v < 0:
-            chk.fail(where, f"gpus must be 0 or more, not {_repr(v)}", "declare the number of GPUs, or omit gpus to detect them", k, start=start)
+            what = f"gpus must be 0 or more, not {_repr(v)}"
+            chk.fail(where, what, "declare the number of GPUs, or omit gpus to detect them", k, start=start)
         if k == "gpus" and v > bounds.MAX_GPUS_PER_NODE:
             chk.fail(
                 where, f"gpus must be at most {bounds.MAX_GPUS_PER_NODE}, not {_repr(v)}",

@@ -69,7 +69,7 @@ def parse_time_limit(text: str) -> float:
             "write seconds or a duration such as 90s, 30m, 2h, 1h30m or 1:30:00",
         )
     if seconds > bounds.MAX_TIME_LIMIT:
-        raise UserError(f"bad time limit {bounds.shown(text)}", "it is longer than a year", "omit --time-limit for no limit", field="time_limit")
+        raise UserError(f"bad time limit {bounds.shown(text)}", "it is longer than a year", "omit it for no limit", field="time_limit")
     return seconds
 
 
