@@ -7,7 +7,8 @@ import time
 from scheduler import bounds  # absolute: unchanged when these modules move into scheduler/cli/
 
 from .cli import add_json
-from .table import human_age, human_bytes, print_table
+from . import humanize
+from .table import print_table
 
 FAILED = 1  # a command that ran but left a host without a verified copy
 
@@ -86,8 +87,8 @@ def cmd_prepare(args, ctx) -> int:
         return 0
     verb = "prepared" if r.new else "unchanged: already registered as"
     print(f"{verb} {r.name}@{r.version}: {r.tokens:,} tokens ({r.train_tokens:,} train, {r.val_tokens:,} val) in {r.shards} shards")
-    rate = r.bytes / r.seconds / 1e6 if r.seconds else 0.0
-    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, {r.seconds:.1f}s ({rate:.1f} MB/s, {r.workers} worker{'s' if r.workers > 1 else ''})")
+    rate = humanize.size(r.bytes / r.seconds if r.seconds else 0)
+    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {humanize.size(r.bytes)} of text, {r.seconds:.1f}s ({rate}/s, {r.workers} worker{'s' if r.workers > 1 else ''})")
     if r.skipped_binary:
         print(f"  {len(r.skipped_binary)} binary files skipped, e.g. {r.skipped_binary[0]}")
     print(f"  {r.path}")
@@ -117,7 +118,7 @@ def cmd_list(args, ctx) -> int:
     print_table(
         ["DATASET", "TOKENS", "SHARDS", "TOKENIZER", "VERIFIED ON", "CREATED", "BY"],
         [
-            [f"{r['name']}@{r['version']}", f"{r['tokens']:,}", r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}", human_age(r["created_at"]), r["author"]]
+            [f"{r['name']}@{r['version']}", humanize.count(r["tokens"]), r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}", humanize.age(r["created_at"], time.time()), r["author"]]
             for r in rows
         ],
     )
@@ -135,12 +136,12 @@ def cmd_show(args, ctx) -> int:
     print(f"  tokenizer {d['tokenizer']['kind']} (vocab {d['vocab_size']}, {d['dtype']}), {d['shards']} shards, hash {d['hash']}")
     print(f"  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(d['created_at']))} by {d['author']}, at {d['path']}")
     for s in d["sources"]:
-        size = f", {human_bytes(s['bytes'])} in {s['files']} files" if "bytes" in s else ""
+        size = f", {humanize.size(s['bytes'])} in {s['files']} files" if "bytes" in s else ""
         print(f"  source {s['path']}{size}" + (f", sha256 {s['sha256'][:16]}…" if "sha256" in s else ""))
     print()
     print_table(
         ["HOST", "COPY", "SINCE", "DETAIL"],
-        [[p["host"], p["state"], human_age(p["updated_at"]), p["detail"] or ""] for p in d["placements"]],
+        [[p["host"], p["state"], humanize.age(p["updated_at"], time.time()), p["detail"] or ""] for p in d["placements"]],
     )
     print()
     if d["runs"]:
@@ -171,7 +172,7 @@ def cmd_sync(args, ctx) -> int:
         print_table(
             ["HOST", "COPY", "SENT", "KEPT", "BYTES SENT", "VIA", "TIME", "DETAIL"],
             [
-                [r.host, r.state, len(r.sent), r.kept, human_bytes(r.bytes_sent), r.transport or "-", f"{r.seconds:.1f}s", r.detail or ""]
+                [r.host, r.state, len(r.sent), r.kept, humanize.size(r.bytes_sent), r.transport or "-", f"{r.seconds:.1f}s", r.detail or ""]
                 for r in results
             ],
         )

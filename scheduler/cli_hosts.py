@@ -7,7 +7,8 @@ from scheduler import bounds  # absolute: unchanged when these modules move into
 
 from .cli import add_json
 from .errors import UserError
-from .table import human_bytes, print_table
+from . import humanize
+from .table import print_table
 
 
 def register(sub) -> None:
@@ -46,10 +47,11 @@ def cmd_hosts(args, ctx) -> int:
 
 
 def _gpus(r: dict) -> str:
-    if r["gpus_declared"] is not None:
-        detected = r["gpus_detected"]
-        return f"{r['gpus_declared']}" + (f" (detected {detected})" if detected is not None and detected != r["gpus_declared"] else "")
-    return "?" if r["gpus_detected"] is None else str(r["gpus_detected"])
+    """The host's GPUs (rules.host_gpus), and the probe's count beside a declared one that differs."""
+    total = "?" if r["gpus"] is None else str(r["gpus"])
+    detected = r["gpus_detected"]
+    differs = r["gpus_declared"] is not None and detected is not None and detected != r["gpus_declared"]
+    return f"{total} (detected {detected})" if differs else total
 
 
 def cmd_probe(args, ctx) -> int:
@@ -78,7 +80,7 @@ def cmd_probe(args, ctx) -> int:
                     e["cuda"] or "-",
                     e["driver"] or "-",
                     "-" if e["gpus"] is None else e["gpus"],
-                    human_bytes(e["disk_free_bytes"]),
+                    humanize.size(e["disk_free_bytes"]) or "-",
                     f"{e['elapsed_s']:.1f}s",
                 ]
                 for e in entries

@@ -14,7 +14,8 @@ from scheduler import bounds  # absolute: unchanged when these modules move into
 
 from .cli import add_json
 from .errors import UserError
-from .table import human_bytes, print_table
+from . import humanize
+from .table import print_table
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -105,7 +106,7 @@ def table(doc: dict) -> tuple[list[str], list[list]]:
 
 
 def _pct(v) -> str:
-    return "N/A" if v is None else f"{v:.0f}%"
+    return humanize.percent(v) or "N/A"
 
 
 def _na(v, unit: str = "") -> str:
@@ -119,7 +120,7 @@ def _model(name: str | None) -> str:
 def _mem(g: dict) -> str:
     if g.get("mem_used") is None:
         return "N/A"
-    return f"{human_bytes(g['mem_used'])}/{human_bytes(g['mem_total'])}"
+    return f"{humanize.size(g['mem_used'])}/{humanize.size(g['mem_total'])}"
 
 
 def _power(g: dict) -> str:

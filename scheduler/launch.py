@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import rules
 from .execute import Executor, Result, python_argv
 from .inventory import Host
 
@@ -94,7 +95,7 @@ class NodeSpec:
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     data_path: str | None = None
-    procs_per_node: int = 1  # a zero-GPU job's processes per node (a GPU job runs one per GPU)
+    procs_per_node: int | None = None  # a zero-GPU job's processes per node (None: one; a GPU job runs one per GPU)
 
     @property
     def run_dir(self) -> str:
@@ -103,7 +104,7 @@ class NodeSpec:
     @property
     def nproc(self) -> int:
         """One process per GPU; a zero-GPU job (CPU hosts, tests, `headnode demo`) runs procs_per_node."""
-        return len(self.gpus) or self.procs_per_node
+        return rules.procs_per_node(len(self.gpus), self.procs_per_node)
 
 
 def run_dir(host: Host, job_id: int) -> str:

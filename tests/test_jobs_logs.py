@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import inventory, jobs, logs
+from scheduler import inventory, jobs, lifecycle, logs
 from scheduler.cli import main
 from scheduler.execute import Executor
+from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
 from scheduler.store import Store
 
 NODE0 = ["[rank0]:step 1 loss 4.2", "[rank1]:step 1 loss 4.3", "torchrun: all workers started"]
@@ -37,26 +38,25 @@ def local(tmp_path: Path) -> Path:
 
 
 def launch(config: Path, hosts: list[str], *, attempt: int = 1, job_id: int | None = None) -> tuple[int, list[Path]]:
-    """Submit (unless job_id) and record an attempt the way loop.py does; returns the log file paths
-    (the namespace hosts share this filesystem, so the test writes their files directly)."""
+    """Submit (unless job_id) and start an attempt through lifecycle.py, as the loop does (a running
+    attempt is requeued first); returns the log file paths (the namespace hosts share this
+    filesystem, so the test writes their files directly)."""
     inv = inventory.load(config)
     with Store.for_state_dir(inv.state_dir) as store:
         if job_id is None:
-            job_id = jobs.submit(store, inv, jobs.JobSpec(nodes=len(hosts)))["id"]
+            job_id = jobs.submit(store, inv, jobs.JobSpec(nodes=len(hosts))).id
+        job = jobs.get(store, job_id)
+        if job.active:
+            _end(store, job, AttemptState.ABORTED)
+        plans = [NodePlan(rank, name, (), 29500, inv.host(name).path("runs", str(job_id))) for rank, name in enumerate(hosts)]
+        assert lifecycle.start_attempt(store, job_id, plans, reason="starting", now=time.time()) == attempt
+        lifecycle.mark_running(store, job_id, attempt, "running")
         paths = []
-        with store.tx():
-            store.execute("UPDATE jobs SET state = 'RUNNING', attempt = ? WHERE id = ?", (attempt, job_id))
-            for rank, name in enumerate(hosts):
-                run_dir = inv.host(name).path("runs", str(job_id))
-                store.execute(
-                    "INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, port, run_dir, state)"
-                    " VALUES (?, ?, ?, ?, '[]', 29500, ?, 'RUNNING')",
-                    (job_id, attempt, rank, name, run_dir),
-                )
-                log = Path(run_dir) / f"attempt-{attempt}" / f"node-{rank}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.touch()
-                paths.append(log)
+        for p in plans:
+            log = Path(p.run_dir) / f"attempt-{attempt}" / f"node-{p.node_rank}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.touch()
+            paths.append(log)
     return job_id, paths
 
 
@@ -70,8 +70,13 @@ def exited(path: Path, code: int = 0) -> None:
 
 
 def end(config: Path, job_id: int, state: str = "SUCCEEDED") -> None:
-    with Store.for_state_dir(inventory.load(config).state_dir) as store, store.tx():
-        store.execute("UPDATE jobs SET state = ?, ended_at = ? WHERE id = ?", (state, time.time(), job_id))
+    with Store.for_state_dir(inventory.load(config).state_dir) as store:
+        _end(store, jobs.get(store, job_id), AttemptState(state))
+
+
+def _end(store: Store, job, state: AttemptState) -> None:
+    hosts = dict.fromkeys(n.host for n in jobs.nodes(store, job.id, job.attempt))
+    assert lifecycle.end_attempt(store, job, Ending(state, "ended by the test"), Verdict.of([HostReport(h) for h in hosts]))
 
 
 def cli(config: Path, *argv: str) -> int:
@@ -139,7 +144,7 @@ def test_an_earlier_attempt_is_read_with_attempt(local, capsys):
 def test_logs_of_what_does_not_exist_is_one_sentence(local, capsys, argv, message):
     inv = inventory.load(local)
     with Store.for_state_dir(inv.state_dir) as store:
-        job_id = jobs.submit(store, inv, jobs.JobSpec())["id"]
+        job_id = jobs.submit(store, inv, jobs.JobSpec()).id
     assert cli(local, str(job_id), *argv) == 2
     assert message in capsys.readouterr().err
 
@@ -191,7 +196,7 @@ def test_follow_prints_lines_as_written_and_ends_when_the_job_has_ended_and_logs
 def test_follow_waits_for_a_pending_job_and_goes_on_across_attempts(local):
     inv = inventory.load(local)
     with Store.for_state_dir(inv.state_dir) as store:
-        job_id = jobs.submit(store, inv, jobs.JobSpec())["id"]
+        job_id = jobs.submit(store, inv, jobs.JobSpec()).id
     f = Follower(local, job_id, rank=0)
     time.sleep(0.3)
     _, (first,) = launch(local, ["l0"], job_id=job_id)
@@ -284,3 +289,69 @@ def test_a_follow_ends_when_the_job_ends_though_a_host_was_cut_mid_follow(cluste
     finally:
         cluster.heal(node1)
     assert sorted(f.lines) == sorted([MERGED[0], MERGED[1], MERGED[3]])
+
+
+# --- what reaches the terminal -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE_LINE = "[rank0]:\x1b[2J\x1b]0;owned\x07red\x00nul\ttab \x9b31m c1"
+ESCAPED_LINE = "[node 0 rank 0] \\x1b[2J\\x1b]0;owned\\x07red\\x00nul\ttab \\x9b31m c1"
+RAW_LINE = "[node 0 rank 0] \x1b[2J\x1b]0;owned\x07red\x00nul\ttab \x9b31m c1"
+
+
+def on_a_terminal(*argv: str) -> tuple[int, str]:
+    """Run `headnode ARGV` in a child whose stdout is a pseudo-terminal; returns (exit code, what it
+    wrote there, with the terminal's CRLF line ends turned back into LF)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler", *argv], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=subprocess.PIPE, cwd=REPO, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.stderr.read()
+    return proc.wait(timeout=60), out.decode().replace("\r\n", "\n")
+
+
+def test_logs_on_a_terminal_show_escape_nul_and_c1_controls_as_escapes_and_keep_tabs(local):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE, "[rank0]:plain"])
+    code, out = on_a_terminal("--config", str(local), "logs", str(job_id))
+    assert code == 0
+    assert out.splitlines() == [ESCAPED_LINE, "[node 0 rank 0] plain"]
+    assert "\x1b" not in out and "\x00" not in out
+
+
+def test_logs_piped_or_with_raw_pass_the_output_through_as_written(local, capsys, monkeypatch):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE])
+    assert cli(local, str(job_id)) == 0  # capsys: stdout is not a terminal, as in `headnode logs 1 | less -R`
+    assert capsys.readouterr().out == RAW_LINE + "\n"
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli(local, str(job_id), "--raw") == 0
+    assert capsys.readouterr().out == RAW_LINE + "\n"
+
+
+def test_a_followed_log_on_a_terminal_is_escaped_by_the_same_rule(local, capsys, monkeypatch):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE])
+    exited(log0)
+    end(local, job_id)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli(local, str(job_id), "-f") == 0
+    assert capsys.readouterr().out == ESCAPED_LINE + "\n"
+    assert cli(local, str(job_id), "-f", "--raw") == 0
+    assert capsys.readouterr().out == RAW_LINE + "\n"

@@ -9,7 +9,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Static
 
-from scheduler.store import TERMINAL_STATES, loads
+from scheduler import humanize
+from scheduler.model import TERMINAL
+from scheduler.store import loads
 
 from .. import format as fmt
 from .. import queries
@@ -43,9 +45,9 @@ def summary(d: queries.JobDetail) -> Text:
     if j["retries"] or j["attempt"] > 1:  # a job without retries has one attempt: no need to say
         parts.insert(0, f"attempt {j['attempt']}/{j['retries'] + 1}")
     if j["started_at"]:
-        parts.append(f"ran {fmt.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
+        parts.append(f"ran {humanize.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
     if m:
-        parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{fmt.number(m.get('tokens_per_s'))} tok/s"]
+        parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{humanize.count(m.get('tokens_per_s'))} tok/s"]
         if m.get("mfu") is not None:  # null on CPUs, whose peak FLOP/s is unknown
             parts.append(f"MFU {100 * m['mfu']:.1f}%")
     t.append("\n" + "  ".join(parts))
@@ -102,7 +104,7 @@ class JobScreen(PolledScreen):
         rank0 = next((n for n in detail.nodes if n["node_rank"] == 0 and n["run_dir"]), None) if detail else None
         if rank0 is None or self._metrics_done:
             return detail, []
-        self._metrics_done = detail.job["state"] in TERMINAL_STATES  # one last read after the end
+        self._metrics_done = detail.job["state"] in TERMINAL  # one last read after the end
         host, run_dir, offset = self._metrics_at or (None, None, 0)
         if (host, run_dir) != (rank0["host"], rank0["run_dir"]):
             offset = 0
@@ -118,10 +120,10 @@ class JobScreen(PolledScreen):
         was = self.detail.job["state"] if self.detail else None
         self.detail = detail
         state = detail.job["state"]
-        if was is not None and was not in TERMINAL_STATES and state in TERMINAL_STATES:
+        if was is not None and was not in TERMINAL and state in TERMINAL:
             self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
-        if state in TERMINAL_STATES and self.app.on_job_end:  # stays on screen, unlike the notice
+        if state in TERMINAL and self.app.on_job_end:  # stays on screen, unlike the notice
             self.query_one("#log-title", Static).update(Text(f"log (job ended: {self.app.on_job_end})", style="bold"))
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}

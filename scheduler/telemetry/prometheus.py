@@ -16,7 +16,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # name -> (help, how to get the value from a host entry / GPU / job)
 HOST_GAUGES = {
-    "headnode_host_up": ("1 if the host streams telemetry", lambda h: 1 if h["state"] in ("up", "draining") else 0),
+    # a draining host streams too; one whose reachability is not known yet has no sample (ts None)
+    "headnode_host_up": ("1 if the host streams telemetry", lambda h: 1 if h["state"] in ("up", "draining") and h["ts"] else 0),
     "headnode_host_cpu_utilization_ratio": ("CPU busy, all cores, 0-1", lambda h: _ratio(h["cpu_percent"])),
     "headnode_host_memory_used_bytes": ("memory in use (total - available)", lambda h: h["mem_used"]),
     "headnode_host_memory_total_bytes": ("physical memory", lambda h: h["mem_total"]),
