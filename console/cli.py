@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scheduler import bounds
 from scheduler.errors import UserError
 
 # The packages the console imports at its start (console.app, its screens and widgets); without one of
@@ -36,7 +37,7 @@ def register_demo(sub) -> None:
                                    "the loss falling; end with a sample of generated text.")
     p.add_argument("--no-console", action="store_true", help="do the same headless, printing progress; "
                                                               "exit 0 when the run succeeded")
-    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # tests run fewer
+    p.add_argument("--steps", type=bounds.option("demo", "--steps"), default=None, help=argparse.SUPPRESS)  # tests run fewer
     p.set_defaults(func=cmd_demo)
 
 

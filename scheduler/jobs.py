@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from . import bounds
 from . import lifecycle, policy, rules
 from .errors import NotFound, UserError
 from .inventory import NAME_RE, Inventory
@@ -56,6 +57,8 @@ def parse_time_limit(text: str) -> float:
     """Seconds from `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` or `H:MM:SS` / `MM:SS`."""
     t = text.strip().lower()
     seconds: float | None = None
+    if len(t) > 40:  # int() of thousands of digits is slow, then refused
+        t = ""
     if re.fullmatch(r"\d+(\.\d+)?", t):
         seconds = float(t)
     elif re.fullmatch(r"\d+(:[0-5]\d){1,2}", t):
@@ -66,11 +69,13 @@ def parse_time_limit(text: str) -> float:
         seconds = sum(float(n) * _UNIT[u] for n, u in _DURATION_RE.findall(t))
     if seconds is None or seconds <= 0:
         raise UserError(
-            f"bad time limit {text!r}",
+            f"bad time limit {text[:40]!r}{'…' if len(text) > 40 else ''}",
             "it must be a positive duration",
             "write seconds or a duration such as 90s, 30m, 2h, 1h30m or 1:30:00",
             field="time_limit",
         )
+    if seconds > bounds.MAX_TIME_LIMIT:
+        raise UserError(f"bad time limit {bounds.shown(text)}", "it is longer than a year", "omit it for no limit", field="time_limit")
     return seconds
 
 
@@ -135,6 +140,7 @@ def default_name(command: list[str]) -> str:
 
 def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
     """Raise UserError for anything that could never run; return the spec with data resolved."""
+    bounds.check_job(spec)
     if not spec.command or not spec.command[0]:
         raise UserError(
             "empty command",
@@ -268,8 +274,8 @@ def get(store: Store, job_id: int) -> Job:
 def find(store: Store, ref: str) -> Job:
     """A job by id (digits) or by name; a name shared by several jobs is refused, listing their ids."""
     ref = ref.strip()
-    if ref.isdigit():
-        return get(store, int(ref))
+    if bounds.is_job_id(ref):
+        return get(store, bounds.job_id(ref))
     rows = store.query("SELECT * FROM jobs WHERE name = ? ORDER BY id", (ref,))
     if not rows:
         raise NotFound(f"job {ref!r} not found", "no job has that id or name", "run `headnode queue --all` to list jobs")

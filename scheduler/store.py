@@ -21,6 +21,8 @@ from functools import cached_property
 from typing import Any
 from collections.abc import Iterator
 
+from .errors import UserError
+
 DB_NAME = "headnode.db"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -176,19 +178,28 @@ class Store:
 
     def __init__(self, path: str | os.PathLike, *, actor: str | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=True
-        )
-        conn.row_factory = sqlite3.Row
-        self.conn = conn
         self.actor = actor or default_actor()
         self._depth = 0
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
-        conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        conn = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=True
+            )
+            conn.row_factory = sqlite3.Row
+            self.conn = conn
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as e:
+            if conn is not None:
+                conn.close()  # a half-open store must not hold the file (or a mount) open
+            err = fault(e, self.path)
+            if err is None:
+                raise
+            raise err from None
 
     @cached_property
     def db(self):
@@ -247,7 +258,8 @@ class Store:
             yield self
         except BaseException:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                self.conn.execute("ROLLBACK")
             raise
         else:
             self._depth = 0
@@ -271,6 +283,109 @@ class Store:
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+class StoreError(UserError):
+    """The store file or its directory cannot be read or written: a full disk, a read-only file,
+    a damaged file. One sentence naming the file and what to do; nothing was changed."""
+
+    exit_code = 74  # EX_IOERR
+
+
+def fault(exc: BaseException, path: str | os.PathLike) -> StoreError | None:
+    """The one sentence for an OS or SQLite failure on the store at path; None when exc is not one
+    (a programming error stays an internal error)."""
+    path = Path(path)
+    where = path.parent
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            why = "a file is in the way of that directory"
+        elif isinstance(exc, FileNotFoundError):  # mkdir -p fails so only on a virtual filesystem (/proc, /sys)
+            why = f"that filesystem does not allow new directories ({why})"
+        return StoreError(
+            f"cannot create the state directory {where}",
+            why,
+            "set state_dir in [cluster] of hosts.toml (or $HEADNODE_STATE_DIR) to a directory this user can create and write",
+        )
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    io_error = name.startswith("SQLITE_IOERR") or "disk I/O error" in text
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in text or (io_error and _full(where)):
+        return StoreError(
+            f"cannot write the store {path}",
+            "the disk is full",
+            f"free space on that filesystem (`df -h {where}`) and run the command again (the change that failed was not saved)",
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        return StoreError(
+            f"cannot write the store {path}",
+            "it is read-only for this user (file mode, a read-only mount or an immutable file)",
+            f"make it and {where} writable (`ls -l`, `lsattr`), or run headnode as the user who owns them",
+        )
+    if name.startswith("SQLITE_NOTADB") or "file is not a database" in text:
+        return StoreError(
+            f"the store {path} is not a SQLite database",
+            "the file holds something else or was overwritten",
+            f"restore it from a backup, or move it aside (`mv {path} {path}.bad`) to start an empty store",
+        )
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return StoreError(
+            f"the store {path} is damaged",
+            "SQLite found a malformed page",
+            f"stop every headnode process, then `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move"
+            " the recovered file into its place, or restore a backup",
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in text:
+        return StoreError(f"cannot open the store {path}", *_cannot_open(path))
+    if io_error:
+        return StoreError(
+            f"cannot read or write the store {path}",
+            f"the disk reported an I/O error ({text})",
+            "check the disk (`dmesg`) and its free space, then run the command again",
+        )
+    if name.startswith("SQLITE_BUSY") or "database is locked" in text:
+        return StoreError(
+            f"the store {path} stayed locked for {BUSY_TIMEOUT_MS // 1000} s",
+            "another process holds a write transaction",
+            "run the command again; if it persists, look for a hung headnode process (`fuser` on the file)",
+        )
+    return None
+
+
+def _full(where: Path) -> bool:
+    """A full filesystem shows as SQLITE_IOERR too (the -shm file cannot grow): ask it."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _cannot_open(path: Path) -> tuple[str, str]:
+    """Why SQLite could not open path, and what to do (it says only "unable to open database file")."""
+    where = path.parent
+    fix = f"check {where} and its permissions, or point state_dir in hosts.toml at a directory this user can write"
+    if path.is_dir():
+        return "it is a directory", f"move {path} aside, or point state_dir in hosts.toml elsewhere"
+    try:
+        if os.statvfs(where).f_flag & os.ST_RDONLY:
+            return (
+                f"{where} is on a read-only filesystem (SQLite needs to create its -wal and -shm files there)",
+                "remount it read-write, or copy the state dir somewhere writable and point state_dir in hosts.toml there",
+            )
+    except OSError as e:
+        return f"{where}: {e.strerror or e}", fix
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"this user may not create files in {where} (SQLite needs its -wal and -shm files there)", fix
+    if path.exists() and not os.access(path, os.R_OK):
+        return "this user may not read it", fix
+    return f"{where} does not accept a database file", fix
 
 
 def _statements(script: str) -> list[str]:

@@ -211,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             traceback.print_exc()
+        fault = _store_fault(e, ctx)
+        if fault is not None:
+            print(f"headnode: {fault.sentence()}", file=sys.stderr)
+            return fault.exit_code
         print(
             f"headnode: internal error: {type(e).__name__}: {e}; this is a bug — rerun with HEADNODE_DEBUG=1 for the traceback"
             " and report it.",
@@ -220,6 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def _store_fault(e: Exception, ctx: Context | None):
+    """A store fault met after the store opened (a full disk on a write, a damaged page on a read)
+    as its one sentence, or None. Opening faults are StoreErrors already."""
+    if ctx is None or type(e).__module__ != "sqlite3":
+        return None
+    from .store import DB_NAME, fault
+
+    store = ctx.__dict__.get("store")
+    if store is not None:
+        return fault(e, store.path)
+    if "inventory" in ctx.__dict__:
+        return fault(e, ctx.inventory.state_dir / DB_NAME)
+    return None
 
 
 if __name__ == "__main__":

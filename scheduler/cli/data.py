@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from . import add_json
-from .. import humanize
+from .. import bounds, humanize
 from ..table import print_table
 
 FAILED = 1  # a command that ran but left a host without a verified copy
@@ -21,15 +21,16 @@ def register(sub) -> None:
     pr.add_argument("--name", required=True, help="dataset name")
     pr.add_argument("--tokenizer", default="byte",
                     help="byte (default), bpe[:VOCAB_SIZE] (trained on SRC), bpe:PATH (tokenizer.json), gpt2:PATH")
-    pr.add_argument("--shard-tokens", type=int, default=None, metavar="T", help="tokens per shard (default 16Mi)")
-    pr.add_argument("--val-fraction", type=float, default=None, metavar="F",
+    pr.add_argument("--shard-tokens", type=bounds.option("data prepare", "--shard-tokens"), default=None, metavar="T",
+                    help="tokens per shard (default 16Mi)")
+    pr.add_argument("--val-fraction", type=bounds.option("data prepare", "--val-fraction"), default=None, metavar="F",
                     help="share of documents held out for validation (default 0.01)")
     pr.add_argument("--include", action="append", metavar="GLOB",
                     help="in directories, only files matching GLOB (repeatable; default all text files)")
     pr.add_argument("--exclude", action="append", metavar="GLOB",
                     help="in directories, skip files and directories matching GLOB (repeatable)")
     pr.add_argument("--text-field", default="text", metavar="FIELD", help="the text field of JSON-lines records (default text)")
-    pr.add_argument("--workers", type=int, default=None, metavar="N",
+    pr.add_argument("--workers", type=bounds.option("data prepare", "--workers"), default=None, metavar="N",
                     help="tokenizer processes (default: all cores when the input is big enough)")
     add_json(pr)
     pr.set_defaults(func=cmd_prepare)
@@ -66,7 +67,8 @@ def register(sub) -> None:
     pn = ds.add_parser("prune", help="delete old versions from hosts (never one a live job uses)")
     pn.add_argument("spec", metavar="NAME[@VERSION]", help="NAME: all but the newest --keep versions; NAME@VERSION: that one")
     pn.add_argument("hosts", nargs="*", metavar="HOST", help="default: every host")
-    pn.add_argument("--keep", type=int, default=1, metavar="K", help="with NAME alone, the newest versions to keep (default 1)")
+    pn.add_argument("--keep", type=bounds.option("data prune", "--keep"), default=1, metavar="K",
+                    help="with NAME alone, the newest versions to keep (default 1)")
     pn.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
     add_json(pn)
     pn.set_defaults(func=cmd_prune)

@@ -6,7 +6,7 @@ import sys
 
 from . import add_json
 from ..errors import UserError
-from .. import humanize
+from .. import bounds, humanize
 from ..table import print_table
 
 
@@ -18,7 +18,7 @@ def register(sub) -> None:
 
     pr = hs.add_parser("probe", help="check SSH, python, torch, CUDA, driver, GPUs and disk on hosts")
     pr.add_argument("names", nargs="*", metavar="HOST", help="hosts to probe (default: all)")
-    pr.add_argument("--timeout", type=float, default=20.0, help="seconds per host (default 20)")
+    pr.add_argument("--timeout", type=bounds.option("hosts probe", "--timeout"), default=20.0, help="seconds per host (default 20)")
     add_json(pr)
     pr.set_defaults(func=cmd_probe)
 

@@ -13,7 +13,7 @@ import time
 from . import add_common, add_json
 from ..control import CANCEL_TIMEOUT
 from ..errors import UserError
-from .. import humanize
+from .. import bounds, humanize
 from ..model import JobState
 from ..table import print_table
 from ..terminal import escape_controls as _clean
@@ -24,14 +24,17 @@ WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeou
 def register(sub) -> None:
     p = sub.add_parser("submit", help="queue a job: COMMAND runs under torchrun on every node (default: the trainer)")
     p.add_argument("--name", help="a readable name (default: from the command, plus the id)")
-    p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
-    p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
-    p.add_argument("--procs-per-node", type=int, metavar="N", help="processes on each host of a CPU job (--gpus-per-node 0; default 1)")
+    p.add_argument("--nodes", "-N", type=bounds.option("submit", "--nodes"), default=1, metavar="K", help="hosts to run on (default 1)")
+    p.add_argument("--gpus-per-node", "-G", type=bounds.option("submit", "--gpus-per-node"), default=0, metavar="G",
+                   help="GPUs on each host (default 0)")
+    p.add_argument("--procs-per-node", type=bounds.option("submit", "--procs-per-node"), metavar="N",
+                   help="processes on each host of a CPU job (--gpus-per-node 0; default 1)")
     p.add_argument("--data", metavar="NAME@VERSION",
                    help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
-    p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
+    p.add_argument("--priority", type=bounds.option("submit", "--priority"), default=0, help="higher starts first (default 0)")
     p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
-    p.add_argument("--retries", type=int, default=0, metavar="R", help="run a failed job again up to R times")
+    p.add_argument("--retries", type=bounds.option("submit", "--retries"), default=0, metavar="R",
+                   help="run a failed job again up to R times")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the job (repeatable)")
     p.add_argument("--tag", action="append", default=[], help="run only on hosts with this tag (repeatable)")
     add_json(p)
@@ -50,15 +53,16 @@ def register(sub) -> None:
 
     p = sub.add_parser("cancel", help="stop jobs everywhere and verify that no process is left")
     p.add_argument("jobs", nargs="+", metavar="JOB", help="job ids or unique names")
-    p.add_argument("--timeout", type=float, default=CANCEL_TIMEOUT, metavar="S", help="give up waiting after S seconds (default 60)")
+    p.add_argument("--timeout", type=bounds.option("cancel", "--timeout"), default=CANCEL_TIMEOUT, metavar="S",
+                   help="give up waiting after S seconds (default 60)")
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("logs", help="merged logs of a job, each line prefixed with its node and rank")
     p.add_argument("job", metavar="JOB", help="job id or unique name")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-    p.add_argument("--node", type=int, metavar="K", help="only node K (0-based)")
-    p.add_argument("--rank", type=int, metavar="R", help="only global rank R")
-    p.add_argument("--attempt", type=int, metavar="A", help="an earlier attempt (default: the latest)")
+    p.add_argument("--node", type=bounds.option("logs", "--node"), metavar="K", help="only node K (0-based)")
+    p.add_argument("--rank", type=bounds.option("logs", "--rank"), metavar="R", help="only global rank R")
+    p.add_argument("--attempt", type=bounds.option("logs", "--attempt"), metavar="A", help="an earlier attempt (default: the latest)")
     p.add_argument("--raw", action="store_true",
                    help="print the output as written (on a terminal, control characters are escaped unless --raw)")
     p.set_defaults(func=cmd_logs)
@@ -68,7 +72,7 @@ def register(sub) -> None:
         help=f"block until a job ends; exit 0 if it succeeded, 1 if not, {WAIT_TIMEOUT_EXIT} on --timeout",
     )
     p.add_argument("job", metavar="JOB", help="job id or unique name")
-    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    p.add_argument("--timeout", type=bounds.option("wait", "--timeout"), metavar="S", help="give up after S seconds")
     add_json(p)
     p.set_defaults(func=cmd_wait)
 

@@ -13,7 +13,7 @@ import time
 
 from . import add_json
 from ..errors import UserError
-from .. import humanize
+from .. import bounds, humanize
 from ..table import print_table
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -22,14 +22,15 @@ CLEAR = "\x1b[H\x1b[2J"
 def register(sub) -> None:
     p = sub.add_parser("top", help="live utilisation of every GPU and host")
     p.add_argument("--once", action="store_true", help="print once and exit")
-    p.add_argument("--interval", type=float, default=None, help="seconds between refreshes (default: telemetry interval)")
+    p.add_argument("--interval", type=bounds.option("top", "--interval"), default=None,
+                   help="seconds between refreshes (default: telemetry interval)")
     add_json(p)
     p.set_defaults(func=cmd_top)
 
     m = sub.add_parser("metrics", help="export telemetry and job gauges to Prometheus")
     ms = m.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
     s = ms.add_parser("serve", help="serve /metrics in the Prometheus text format")
-    s.add_argument("--port", type=int, default=9464, help="TCP port (default 9464)")
+    s.add_argument("--port", type=bounds.option("metrics serve", "--port"), default=9464, help="TCP port (default 9464)")
     s.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.set_defaults(func=cmd_metrics_serve)
 
