@@ -3,7 +3,8 @@ loop holds the lease.
 
 Reads go through one store thread (console/db.py) from polling thread workers; actions (submit,
 cancel, drain, data sync/verify) open their own Store in their own worker and call the scheduler
-library, never the CLI. One handler turns worker failures into notifications.
+library, never the CLI. One method, show_error, turns worker failures into notifications; a failed
+poll says so once and is retried (console/poll.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import commands, queries
 from . import format as fmt
 from .db import StoreThread
 from .palette import HeadnodeCommands
+from .poll import Poll
 from .screens.cluster import ClusterScreen
 from .screens.command_line import CommandLine
 from .screens.confirm_cancel import ConfirmCancel
@@ -77,6 +79,8 @@ class HeadnodeApp(App):
         self._loop_lock = threading.Lock()
         self._loop_failed = False  # a loop that crashed here is not restarted every second
         self._holder = lease.holder_id()
+        self._overview_poll = Poll(self, self._read_overview, self._overview_read, interval=OVERVIEW_INTERVAL,
+                                   what="the header")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -84,7 +88,7 @@ class HeadnodeApp(App):
         self.switch_mode(self._start_mode)
         if self._start_job is not None:
             self.open_job(self._start_job)
-        self.refresh_overview()
+        self._overview_poll.resume()
         if self.embedded_loop is not False:
             self.start_loop()
 
@@ -113,19 +117,16 @@ class HeadnodeApp(App):
 
     # --- header data and the embedded loop ------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
-    def refresh_overview(self) -> None:
-        ov = self.db.call(queries.overview, self.inventory, fmt.now())
-        self.call_from_thread(self._overview_fetched, ov)
+    def _read_overview(self) -> queries.Overview:
+        return self.db.call(queries.overview, self.inventory, fmt.now())
 
-    def _overview_fetched(self, ov: queries.Overview) -> None:
+    def _overview_read(self, ov: queries.Overview) -> None:
         self.overview = ov
         # embedded: our thread runs the loop, or another thread of this process does (`headnode demo`)
         running_here = self._loop_thread is not None and self._loop_thread.is_alive()
         self.embedded = running_here or ov.holder == self._holder
         if ov.holder is None and not running_here and self.embedded_loop is not False and not self._loop_failed:
             self.start_loop()  # the loop that held the lease is gone (its lease expired): take over
-        self.set_timer(OVERVIEW_INTERVAL, self.refresh_overview)
 
     @work(thread=True, exclusive=True, group="loop", exit_on_error=False)
     def start_loop(self) -> None:
@@ -151,12 +152,15 @@ class HeadnodeApp(App):
 
     # --- one place for worker failures ----------------------------------------------------
 
+    def show_error(self, error: BaseException, *, about: str | None = None) -> None:
+        """What a failed worker (the app's or a screen's) says to the user."""
+        text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+        self.notify(f"{about}: {text}" if about else text, severity="error", timeout=10)
+
     @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state is WorkerState.ERROR:
-            error = event.worker.error
-            text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            self.notify(text, severity="error", timeout=10)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if not self._overview_poll.ended(event) and event.state is WorkerState.ERROR:
+            self.show_error(event.worker.error)
 
     # --- navigation ---------------------------------------------------------------------------
 
