@@ -20,10 +20,11 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from scheduler import jobs, lease
+from scheduler import jobs, lease, lifecycle
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
-from scheduler.store import TERMINAL_STATES, Store
+from scheduler.model import TERMINAL, Job
+from scheduler.store import Store
 
 from . import commands, queries
 from . import format as fmt
@@ -174,9 +175,9 @@ class HeadnodeApp(App):
         self.push_screen(JobScreen(int(job_id)))
 
     def action_submit(self) -> None:
-        def submitted(job: dict | None) -> None:
+        def submitted(job: Job | None) -> None:
             if job:
-                self._changed(f"submitted job {job['id']} ({job['name']}): {job['state']}")
+                self._changed(f"submitted job {job.id} ({job.name}): {job.state}")
 
         self.push_screen(SubmitScreen(), submitted)
 
@@ -248,7 +249,7 @@ class HeadnodeApp(App):
     @work(thread=True, group="find", exit_on_error=False)
     def _find_job(self, ref: str, then: Callable[[int], Any]) -> None:
         job = self.db.call(jobs.find, ref)
-        self.call_from_thread(then, job["id"])
+        self.call_from_thread(then, job.id)
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class HeadnodeApp(App):
         detail = self.db.call(queries.job_detail, job_id)
         if detail is None:
             raise UserError(f"job {job_id} not found", "it is not in the store", "check the queue")
-        if detail.job["state"] in TERMINAL_STATES:
+        if detail.job["state"] in TERMINAL:
             self.call_from_thread(self.notify, f"job {job_id} already ended: {detail.job['state']}")
             return
         self.call_from_thread(self.push_screen, ConfirmCancel(detail), lambda yes: yes and self.cancel(job_id))
@@ -265,15 +266,15 @@ class HeadnodeApp(App):
     @work(thread=True, group="cancel", exit_on_error=False)
     def cancel(self, job_id: int) -> None:
         """Write the cancel intent, then wait until the loop reports the job ended everywhere."""
-        self.write(lambda store: jobs.request_cancel(store, job_id))
+        self.write(lambda store: lifecycle.request_cancel(store, job_id))
         self.call_from_thread(self.notify, f"job {job_id}: cancelling")
         deadline = time.monotonic() + CANCEL_VERIFY_TIMEOUT
         worker = get_current_worker()
         while time.monotonic() < deadline and not worker.is_cancelled:  # the console may quit meanwhile
             job = self.db.call(jobs.get, job_id)
-            if job["state"] in TERMINAL_STATES:
-                verdict = "cancel verified" if job["state"] == "CANCELLED" else f"ended {job['state']}"
-                self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job['reason']}")
+            if job.terminal:
+                verdict = "cancel verified" if job.state == "CANCELLED" else f"ended {job.state}"
+                self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job.reason}")
                 return
             time.sleep(0.25)
         if worker.is_cancelled:

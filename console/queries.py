@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 
 from scheduler.inventory import Inventory
-from scheduler.store import LIVE_STATES, Store
+from scheduler.model import LIVE, sql_set
+from scheduler.store import Store
 
-LIVE = tuple(LIVE_STATES)
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Overview:
 def overview(store: Store, inventory: Inventory, now: float) -> Overview:
     lease = store.one("SELECT holder, expires_at, last_cycle_at FROM lease WHERE name = 'scheduler'")
     live = lease is not None and lease["expires_at"] > now
-    counts = dict(store.conn.execute("SELECT state, count(*) FROM jobs WHERE state IN (?, ?, ?) GROUP BY state", LIVE).fetchall())
+    counts = dict(store.conn.execute("SELECT state, count(*) FROM jobs WHERE state IN " + sql_set(LIVE) + " GROUP BY state").fetchall())
     up = store.one("SELECT count(*) AS n FROM hosts WHERE state = 'up'")["n"]
     used = _gpus_in_use(store)
     detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
@@ -132,7 +132,7 @@ def queue(store: Store, since: float | None) -> tuple[dict[int, tuple], float]:
     if since is None:
         cur = _plain(store).execute(JOB_SELECT)
     else:
-        cur = _plain(store).execute(f"{JOB_SELECT} WHERE state IN (?, ?, ?) OR ended_at >= ?", (*LIVE, since - SKEW))
+        cur = _plain(store).execute(f"{JOB_SELECT} WHERE state IN {sql_set(LIVE)} OR ended_at >= ?", (since - SKEW,))
     return {r[0]: (r[0], r[1], r[2], (r[3], r[4]), *r[5:]) for r in cur}, mark
 
 

@@ -31,7 +31,7 @@ def cmd_console(args, ctx) -> int:
     from . import jobs
 
     ctx.store  # registers the inventory's hosts in the store before the first screen reads them
-    job = jobs.find(ctx.store, args.job)["id"] if args.job else None
+    job = jobs.find(ctx.store, args.job).id if args.job else None
     from console.app import build_app
 
     app = build_app(ctx.inventory, embedded_loop=args.embedded_loop, job=job)

@@ -12,12 +12,12 @@ import sys
 import time
 
 from .cli import add_common, add_json
+from .control import CANCEL_TIMEOUT
 from .errors import UserError
+from .model import JobState
 from .table import human_age, human_duration, print_table
 
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
-CANCEL_TIMEOUT = 60.0
-PROGRESS_EVERY = 5.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -102,9 +102,9 @@ def cmd_submit(args, ctx) -> int:
     )
     job = jobs.submit(ctx.store, ctx.inventory, spec)
     if args.json:
-        ctx.print_json({"id": job["id"], "name": job["name"], "state": job["state"]})
+        ctx.print_json({"id": job.id, "name": job.name, "state": job.state.value})
     else:
-        print(f"submitted job {job['id']} ({job['name']})")
+        print(f"submitted job {job.id} ({job.name})")
     unknown = [h for h, n in jobs.host_gpus(ctx.store, ctx.inventory).items() if n is None]
     if spec.gpus_per_node and unknown:
         print(
@@ -150,7 +150,7 @@ def cmd_queue(args, ctx) -> int:
 def cmd_show(args, ctx) -> int:
     from . import jobs
 
-    doc = jobs.show(ctx.store, jobs.find(ctx.store, args.job)["id"])
+    doc = jobs.show(ctx.store, jobs.find(ctx.store, args.job).id)
     if args.json:
         ctx.print_json(doc)
         return 0
@@ -233,91 +233,43 @@ def _num(v) -> str:
 
 
 def cmd_cancel(args, ctx) -> int:
-    from . import jobs
-    from .store import TERMINAL_STATES
+    from . import control, jobs
 
-    store = ctx.store
-    targets = [jobs.find(store, ref)["id"] for ref in args.jobs]  # every lookup first: a typo cancels nothing
-    live: list[int] = []
-    for job_id in dict.fromkeys(targets):
-        job = jobs.get(store, job_id)
-        state = jobs.request_cancel(store, job_id)
-        if state == "CANCELLED" and job["state"] == "PENDING":
-            print(f"job {job_id} cancelled before it started")
-        elif state in TERMINAL_STATES:
-            print(f"job {job_id} had already ended: {state}, {job['reason']}")
+    targets = [jobs.find(ctx.store, ref).id for ref in args.jobs]  # every lookup first: a typo cancels nothing
+
+    def progress(elapsed: float, pending: list[int]) -> None:
+        print(f"waiting for job(s) {', '.join(map(str, pending))} to stop on every host ({elapsed:.0f} s)", file=sys.stderr)
+
+    def here(job_id: int) -> None:
+        print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
+
+    outcomes = control.cancel(
+        ctx.store, ctx.inventory, targets, timeout=args.timeout, executor=ctx.executor, progress=progress, on_here=here
+    )
+    for o in outcomes:
+        if o.done:
+            print(o.sentence())
         else:
-            live.append(job_id)
-    return _await_cancelled(ctx, live, args.timeout) if live else 0
-
-
-def _await_cancelled(ctx, job_ids: list[int], timeout: float) -> int:
-    """Wait until every job is verified stopped. A running loop acts on the recorded intent; when none
-    holds the lease (or it dies meanwhile), the teardown runs from here, verified the same way."""
-    from . import jobs, lease, teardown
-    from .store import TERMINAL_STATES
-
-    store = ctx.store
-    started = time.monotonic()
-    deadline, next_note = started + timeout, started + PROGRESS_EVERY
-    pending, here = list(job_ids), set()
-    while True:
-        for job_id in list(pending):
-            job = jobs.get(store, job_id)
-            if job["state"] in TERMINAL_STATES:
-                pending.remove(job_id)
-                print(_cancel_outcome(job))
-            elif job["state"] == "PENDING":  # requeued for a retry meanwhile: nothing runs, end it here
-                jobs.request_cancel(store, job_id)
-            elif lease.active(store) is None:
-                if job_id not in here:
-                    print(f"no scheduler loop is running; stopping job {job_id} from here", file=sys.stderr)
-                    here.add(job_id)
-                teardown.cancel_now(store, ctx.executor, ctx.inventory, job_id, store.actor)
-        if not pending:
-            return 0
-        now = time.monotonic()
-        if now >= deadline:
-            for job_id in pending:
-                job = jobs.get(store, job_id)
-                print(
-                    f"headnode: job {job_id} is not verified stopped after {timeout:g} s: still {job['state']},"
-                    f" {job['reason']}; run `headnode show {job_id}` for each node, then `headnode cancel {job_id}` again.",
-                    file=sys.stderr,
-                )
-            return 1
-        if now >= next_note:
-            ids = ", ".join(map(str, pending))
-            print(f"waiting for job(s) {ids} to stop on every host ({now - started:.0f} s)", file=sys.stderr)
-            next_note = now + PROGRESS_EVERY
-        time.sleep(0.2)
-
-
-def _cancel_outcome(job: dict) -> str:
-    reason, job_id = job["reason"], job["id"]
-    if job["state"] != "CANCELLED":
-        return f"job {job_id} ended {job['state']} before the cancel took effect: {reason}"
-    verified = reason.find("verified:")  # the teardown's own words: which hosts it checked
-    return f"job {job_id} cancelled; {reason[verified:]}" if verified >= 0 else f"job {job_id} cancelled: {reason}"
+            print(f"headnode: {o.sentence()}.", file=sys.stderr)
+    return 0 if all(o.done for o in outcomes) else 1
 
 
 def cmd_wait(args, ctx) -> int:
-    from . import jobs
-    from .store import TERMINAL_STATES
+    from . import control, jobs
 
     job = jobs.find(ctx.store, args.job)
-    if job["state"] not in TERMINAL_STATES:
+    if not job.terminal:
         _warn_if_no_loop(ctx)
-    job = jobs.wait(ctx.store, job["id"], timeout=args.timeout)
+    job = control.wait(ctx.store, job.id, timeout=args.timeout)
     if args.json:
         ctx.print_json(jobs.summary(job))
-    elif job["state"] not in TERMINAL_STATES:
-        print(f"job {job['id']} is still {job['state']} after {args.timeout:g} s: {job['reason']}", file=sys.stderr)
+    elif not job.terminal:
+        print(f"job {job.id} is still {job.state} after {args.timeout:g} s: {job.reason}", file=sys.stderr)
     else:
-        print(f"job {job['id']} {job['state']}: {job['reason']}")
-    if job["state"] not in TERMINAL_STATES:
+        print(f"job {job.id} {job.state}: {job.reason}")
+    if not job.terminal:
         return WAIT_TIMEOUT_EXIT
-    return 0 if job["state"] == "SUCCEEDED" else 1
+    return 0 if job.state == JobState.SUCCEEDED else 1
 
 
 def _warn_if_no_loop(ctx) -> None:
@@ -338,20 +290,20 @@ def cmd_logs(args, ctx) -> int:
     from . import jobs, logs
 
     job = jobs.find(ctx.store, args.job)
-    if args.node is not None and not 0 <= args.node < job["nodes"]:
-        raise UserError(f"job {job['id']} has no node {args.node}", f"its nodes are 0..{job['nodes'] - 1}", "pick one of those")
-    if args.attempt is not None and not 1 <= args.attempt <= job["attempt"]:
-        raise UserError(f"job {job['id']} has no attempt {args.attempt}", f"it has run {job['attempt']} attempt(s)", "omit --attempt for the latest")
-    if job["attempt"] == 0 and not args.follow:
-        raise UserError(f"job {job['id']} has no logs yet", f"it is {job['state']}: {job['reason']}", "use -f to wait for them")
+    if args.node is not None and not 0 <= args.node < job.nodes:
+        raise UserError(f"job {job.id} has no node {args.node}", f"its nodes are 0..{job.nodes - 1}", "pick one of those")
+    if args.attempt is not None and not 1 <= args.attempt <= job.attempt:
+        raise UserError(f"job {job.id} has no attempt {args.attempt}", f"it has run {job.attempt} attempt(s)", "omit --attempt for the latest")
+    if job.attempt == 0 and not args.follow:
+        raise UserError(f"job {job.id} has no logs yet", f"it is {job.state}: {job.reason}", "use -f to wait for them")
 
     def warn(text: str) -> None:
         print(f"headnode: {text}", file=sys.stderr, flush=True)
 
     if args.follow and args.attempt is None:
-        lines = logs.follow(ctx.store, ctx.executor, ctx.inventory, job["id"], node=args.node, rank=args.rank, warn=warn)
+        lines = logs.follow(ctx.store, ctx.executor, ctx.inventory, job.id, node=args.node, rank=args.rank, warn=warn)
     else:
-        node_logs = logs.node_logs(ctx.store, job["id"], args.attempt or job["attempt"])
+        node_logs = logs.node_logs(ctx.store, job.id, args.attempt or job.attempt)
         lines = logs.read(ctx.executor, ctx.inventory, node_logs, node=args.node, rank=args.rank, warn=warn)
     for line in lines:
         print(line, flush=args.follow)

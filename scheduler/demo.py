@@ -20,10 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-from . import jobs, launch, lease
+from . import control, jobs, launch, lease
 from .errors import UserError
 from .inventory import Inventory
-from .store import TERMINAL_STATES, Store, loads
+from .model import Job, JobState
+from .store import Store
 
 DATASET = "demo-stdlib"
 STEPS = 200
@@ -43,7 +44,7 @@ def main(ctx, *, console: bool = True, steps: int | None = None) -> int:
     say(f"state and runs under {inventory.state_dir}")
     data = prepare_dataset(store, ctx.executor, inventory, local)
     job = submit(store, inventory, data, steps or STEPS)
-    say(f"submitted job {job['id']} ({job['name']}): {PROCESSES} CPU processes, {steps or STEPS} steps of the tiny GPT")
+    say(f"submitted job {job.id} ({job.name}): {PROCESSES} CPU processes, {steps or STEPS} steps of the tiny GPT")
 
     stop = threading.Event()
     loop_thread = None
@@ -56,19 +57,19 @@ def main(ctx, *, console: bool = True, steps: int | None = None) -> int:
         say(f"the scheduler loop of {holder.holder} will run it")
     try:
         if console:
-            _console(inventory, job["id"])
-        final = follow(store, job["id"], quiet=console)
+            _console(inventory, job.id)
+        final = follow(store, job.id, quiet=console)
     finally:
         stop.set()
         if loop_thread is not None:
             loop_thread.join(timeout=30)
-    if final["state"] != "SUCCEEDED":
-        say(f"job {final['id']} ended {final['state']}: {final['reason']}; see `headnode logs {final['id']}`")
+    if final.state != JobState.SUCCEEDED:
+        say(f"job {final.id} ended {final.state}: {final.reason}; see `headnode logs {final.id}`")
         return 1
-    m = loads(final["metrics"], {}) or {}
+    m = final.metrics or {}
     say(f"trained to loss {m.get('loss', float('nan')):.3f} in {m.get('step')} steps, "
-        f"{final['ended_at'] - final['submitted_at']:.0f} s from submit to end")
-    print(sample(local, final["id"]), flush=True)
+        f"{final.ended_at - final.submitted_at:.0f} s from submit to end")
+    print(sample(local, final.id), flush=True)
     return 0
 
 
@@ -131,28 +132,29 @@ def _console(inventory: Inventory, job_id: int) -> None:
     build_app(inventory, embedded_loop=False, job=job_id, on_job_end=hint).run()
 
 
-def follow(store: Store, job_id: int, *, quiet: bool) -> dict:
+def follow(store: Store, job_id: int, *, quiet: bool) -> Job:
     """Wait for the job to end, printing its progress (state changes, and the loss every few steps)."""
-    deadline = time.monotonic() + RUN_TIMEOUT + 60
-    last_state, last_step = None, -1
+    seen = {"state": None, "step": -1}
     if quiet:
         say("waiting for the run to end (Ctrl-C leaves it running)")
-    while True:
-        job = jobs.get(store, job_id)
-        m = loads(job["metrics"], {}) or {}
-        if not quiet and job["state"] != last_state:
-            say(f"job {job_id} {job['state']}: {job['reason']}")
-            last_state = job["state"]
+
+    def report(job: Job) -> None:
+        if quiet:
+            return
+        m = job.metrics or {}
+        if job.state != seen["state"]:
+            say(f"job {job_id} {job.state}: {job.reason}")
+            seen["state"] = job.state
         step = m.get("step")
-        if not quiet and step is not None and step >= last_step + 20:
+        if step is not None and step >= seen["step"] + 20:
             eval_loss = f"  eval {m['eval_loss']:.3f}" if m.get("eval_loss") is not None else ""
             say(f"step {step:4d}  loss {m.get('loss', float('nan')):.3f}{eval_loss}  {m.get('tokens_per_s') or 0:,.0f} tok/s")
-            last_step = step
-        if job["state"] in TERMINAL_STATES:
-            return job
-        if time.monotonic() > deadline:
-            raise UserError(f"job {job_id} has not ended after {RUN_TIMEOUT + 60:.0f} s", job["reason"], f"see `headnode show {job_id}`")
-        time.sleep(0.5)
+            seen["step"] = step
+
+    job = control.wait(store, job_id, timeout=RUN_TIMEOUT + 60, on_poll=report)
+    if not job.terminal:
+        raise UserError(f"job {job_id} has not ended after {RUN_TIMEOUT + 60:.0f} s", job.reason, f"see `headnode show {job_id}`")
+    return job
 
 
 def sample(host, job_id: int) -> str:

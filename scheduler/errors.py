@@ -12,8 +12,12 @@ class UserError(Exception):
 
     exit_code = 2
 
-    def __init__(self, what: str, why: str | None = None, fix: str | None = None, *, exit_code: int | None = None):
-        self.what, self.why, self.fix = what, why, fix
+    def __init__(
+        self, what: str, why: str | None = None, fix: str | None = None, *, field: str | None = None, exit_code: int | None = None
+    ):
+        # field: which input the mistake is about (a JobSpec field such as "nodes"), so a form can
+        # show it there without reading the words.
+        self.what, self.why, self.fix, self.field = what, why, fix, field
         if exit_code is not None:
             self.exit_code = exit_code
         super().__init__(self.sentence())

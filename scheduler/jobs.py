@@ -1,21 +1,21 @@
-"""Jobs as the user sees them: submit (validated), find by id or name, cancel intent, summaries, show.
+"""Jobs as the user sees them: submit (validated), find by id or name, typed reads, summaries, show.
 
-This module only writes intents into the store; the scheduler loop (loop.py) acts on them. Every
-check happens before the single submit transaction, so a rejected job leaves nothing behind.
+Every check happens before lifecycle.submit's single transaction, so a rejected job leaves nothing
+behind. Reads return model.Job / Attempt / Node; the `--json` documents are built from those.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from . import policy
+from . import lifecycle, policy
 from .errors import NotFound, UserError
 from .inventory import NAME_RE, Inventory
-from .store import LIVE_STATES, TERMINAL_STATES, Store, dumps, loads
+from .model import ACTIVE, LIVE, TERMINAL, Attempt, Job, Node, sql_set
+from .store import Store
 
 DEFAULT_COMMAND = ("python", "-m", "trainer")
 MAX_NAME = 100
@@ -64,6 +64,7 @@ def parse_time_limit(text: str) -> float:
             f"bad time limit {text!r}",
             "it must be a positive duration",
             "write seconds or a duration such as 90s, 30m, 2h, 1h30m or 1:30:00",
+            field="time_limit",
         )
     return seconds
 
@@ -82,27 +83,31 @@ def parse_env(items: list[str]) -> dict[str, str]:
                 f"bad environment variable {item!r}",
                 "it must be NAME=VALUE with a NAME of letters, digits and '_' not starting with a digit",
                 "e.g. --env NCCL_DEBUG=INFO",
+                field="env",
             )
         if key == "PET_NPROC_PER_NODE":  # torchrun's own setting: our --nproc-per-node would override it
             raise UserError(
                 f"cannot set {key} with --env",
                 "the scheduler passes torchrun the processes per node itself",
                 "use --procs-per-node N for a CPU job (a GPU job runs one process per GPU)",
+                field="env",
             )
         if RESERVED_ENV.match(key):
             raise UserError(
                 f"cannot set {key} with --env",
                 "the scheduler sets it for every node of the job",
                 "use --gpus-per-node for GPUs and --data for datasets",
+                field="env",
             )
         if "\0" in value:
-            raise UserError(f"bad value for {key}", "it contains a NUL byte", "remove it")
+            raise UserError(f"bad value for {key}", "it contains a NUL byte", "remove it", field="env")
         if SECRET_ENV.search(key) and not key.endswith("_FILE") and value:
             raise UserError(
                 f"refusing to store {key} in the job store",
                 "it looks like a credential, and job environments are kept and shown to everyone who can read the store",
                 f"put the secret in a file on the hosts and pass its path, e.g. --env {key}_FILE=/etc/secrets/{key.lower()}",
-            )
+                field="env",
+        )
         env[key] = value
     return env
 
@@ -126,31 +131,52 @@ def default_name(command: list[str]) -> str:
 def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
     """Raise UserError for anything that could never run; return the spec with data resolved."""
     if not spec.command or not spec.command[0]:
-        raise UserError("empty command", "there is nothing to run", "give the command after `--`, or omit it to run the trainer")
+        raise UserError(
+            "empty command",
+            "there is nothing to run",
+            "give the command after `--`, or omit it to run the trainer",
+            field="command",
+        )
     if any("\0" in w for w in spec.command):
-        raise UserError("bad command", "an argument contains a NUL byte", "remove it")
+        raise UserError("bad command", "an argument contains a NUL byte", "remove it", field="command")
     if spec.name is not None:
         _check_name(spec.name)
     if spec.nodes < 1:
-        raise UserError(f"bad --nodes {spec.nodes}", "a job needs at least one node", "use --nodes 1 or more")
+        raise UserError(f"bad --nodes {spec.nodes}", "a job needs at least one node", "use --nodes 1 or more", field="nodes")
     if spec.gpus_per_node < 0:
-        raise UserError(f"bad --gpus-per-node {spec.gpus_per_node}", "it cannot be negative", "use 0 for a CPU-only job")
+        raise UserError(
+            f"bad --gpus-per-node {spec.gpus_per_node}",
+            "it cannot be negative",
+            "use 0 for a CPU-only job",
+            field="gpus_per_node",
+        )
     if spec.procs_per_node is not None:
         if spec.gpus_per_node:
             raise UserError(
                 "--procs-per-node is for CPU jobs only",
                 f"with --gpus-per-node {spec.gpus_per_node} each node runs one process per GPU",
                 "drop --procs-per-node, or use --gpus-per-node 0",
+                field="gpus_per_node",
             )
         if spec.procs_per_node < 1:
-            raise UserError(f"bad --procs-per-node {spec.procs_per_node}", "a node runs at least one process", "use 1 or more")
+            raise UserError(
+                f"bad --procs-per-node {spec.procs_per_node}",
+                "a node runs at least one process",
+                "use 1 or more",
+                field="procs_per_node",
+            )
     if spec.retries < 0:
-        raise UserError(f"bad --retries {spec.retries}", "it cannot be negative", "use 0 for no retries")
+        raise UserError(f"bad --retries {spec.retries}", "it cannot be negative", "use 0 for no retries", field="retries")
     if spec.time_limit is not None and spec.time_limit <= 0:
-        raise UserError(f"bad time limit {spec.time_limit}", "it must be positive", "omit it for no limit")
+        raise UserError(f"bad time limit {spec.time_limit}", "it must be positive", "omit it for no limit", field="time_limit")
     for tag in spec.tags:
         if not NAME_RE.match(tag):
-            raise UserError(f"bad tag {tag!r}", "tags contain only letters, digits, '.', '_' and '-'", "use a tag from hosts.toml")
+            raise UserError(
+                f"bad tag {tag!r}",
+                "tags contain only letters, digits, '.', '_' and '-'",
+                "use a tag from hosts.toml",
+                field="tags",
+            )
     parse_env([f"{k}={v}" for k, v in spec.env.items()])
     job = policy.PendingJob(id=0, nodes=spec.nodes, gpus_per_node=spec.gpus_per_node, tags=frozenset(spec.tags))
     reason = policy.feasible(_host_views(store, inventory), job)
@@ -159,59 +185,36 @@ def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
             "this job could never start",
             reason,
             "ask for fewer nodes, GPUs per node or tags, or add hosts to hosts.toml",
+            field="nodes",
         )
-    data = _resolve_data(store, spec.data) if spec.data else None
+    try:
+        data = _resolve_data(store, spec.data) if spec.data else None
+    except UserError as e:
+        e.field = e.field or "data"
+        raise
     return replace(spec, data=data)
 
 
-def submit(store: Store, inventory: Inventory, spec: JobSpec, *, actor: str | None = None) -> dict:
-    """Validate, then one transaction: the PENDING row and its `submitted` event. Returns the row."""
+def submit(store: Store, inventory: Inventory, spec: JobSpec, *, actor: str | None = None) -> Job:
+    """Validate, then one transaction: the PENDING row and its `submitted` event."""
     spec = validate(store, inventory, spec)
-    actor = actor or store.actor
-    with store.tx():
-        cur = store.execute(
-            "INSERT INTO jobs (name, state, reason, command, nodes, gpus_per_node, procs_per_node, data, priority,"
-            " time_limit, retries, attempt, env, tags, user, submitted_at)"
-            " VALUES (?, 'PENDING', 'waiting for resources', ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-            (
-                spec.name or "",
-                dumps(spec.command),
-                spec.nodes,
-                spec.gpus_per_node,
-                spec.procs_per_node,
-                spec.data,
-                spec.priority,
-                spec.time_limit,
-                spec.retries,
-                dumps(spec.env),
-                dumps(spec.tags),
-                actor.split("@", 1)[0],
-                time.time(),
-            ),
-        )
-        job_id = cur.lastrowid
-        if not spec.name:  # the id makes the default name unique
-            store.execute("UPDATE jobs SET name = ? WHERE id = ?", (f"{default_name(spec.command)}-{job_id}", job_id))
-        shape = f"{spec.nodes} node(s) x {spec.gpus_per_node} GPU(s)"
-        if spec.procs_per_node:
-            shape += f" x {spec.procs_per_node} process(es)"
-        store.event(f"job:{job_id}", "submitted", shape, actor=actor)
+    job_id = lifecycle.submit(store, spec, actor=actor or store.actor, default_name=default_name(spec.command))
     return get(store, job_id)
 
 
 def _check_name(name: str) -> None:
     if not name or len(name) > MAX_NAME:
-        raise UserError(f"bad job name {name[:MAX_NAME]!r}", f"it must have 1 to {MAX_NAME} characters", "choose another --name")
+        raise UserError(
+            f"bad job name {name[:MAX_NAME]!r}",
+            f"it must have 1 to {MAX_NAME} characters",
+            "choose another --name",
+            field="name",
+        )
     if name.isdigit():
-        raise UserError(f"bad job name {name!r}", "a name of digits only would read as a job id", "add a letter")
+        raise UserError(f"bad job name {name!r}", "a name of digits only would read as a job id", "add a letter", field="name")
     # Control characters would rewrite the terminal of whoever runs `queue`; anything else is kept.
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise UserError(f"bad job name {name!r}", "it contains control characters", "use printable characters only")
-
-
-def procs_per_node(job: dict) -> int:
-    """The processes torchrun starts on each node: one per GPU, else as asked (default one)."""
-    return job["gpus_per_node"] or job["procs_per_node"] or 1
+        raise UserError(f"bad job name {name!r}", "it contains control characters", "use printable characters only", field="name")
 
 
 def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:
@@ -241,14 +244,14 @@ def _resolve_data(store: Store, ref: str) -> str:
 # --- lookup --------------------------------------------------------------------------------------
 
 
-def get(store: Store, job_id: int) -> dict:
+def get(store: Store, job_id: int) -> Job:
     row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
     if row is None:
         raise NotFound(f"job {job_id} not found", "no job has that id", "run `headnode queue --all` to list jobs")
-    return row
+    return Job.of(row)
 
 
-def find(store: Store, ref: str) -> dict:
+def find(store: Store, ref: str) -> Job:
     """A job by id (digits) or by name; a name shared by several jobs is refused, listing their ids."""
     ref = ref.strip()
     if ref.isdigit():
@@ -259,38 +262,27 @@ def find(store: Store, ref: str) -> dict:
     if len(rows) > 1:
         ids = ", ".join(str(r["id"]) for r in rows)
         raise UserError(f"job name {ref!r} is ambiguous", f"jobs {ids} have it", "use the job id instead")
-    return rows[0]
+    return Job.of(rows[0])
 
 
-# --- cancel intent -------------------------------------------------------------------------------
+def nodes(store: Store, job_id: int, attempt: int) -> list[Node]:
+    """Placement of one attempt, by node rank."""
+    rows = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, attempt))
+    return [Node.of(r) for r in rows]
 
 
-def request_cancel(store: Store, job_id: int, *, actor: str | None = None) -> str:
-    """Record the intent; returns the state afterwards.
+def attempts(store: Store, job_id: int) -> list[Attempt]:
+    return [Attempt.of(r) for r in store.query("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))]
 
-    A PENDING job has no process anywhere (a retry is requeued only after its processes are gone), so
-    it is CANCELLED here. A STARTING/RUNNING one is only flagged: the loop (or teardown.cancel_now when
-    no loop runs) marks it CANCELLED once it has verified that nothing is left on any host.
-    """
-    actor = actor or store.actor
-    obj = f"job:{job_id}"
-    with store.tx():
-        job = get(store, job_id)
-        if job["state"] == "PENDING":
-            reason = f"cancelled by {actor} before it started"
-            store.execute(
-                "UPDATE jobs SET state = 'CANCELLED', reason = ?, ended_at = ? WHERE id = ?",
-                (reason, time.time(), job_id),
-            )
-            store.event(obj, "CANCELLED", reason, actor=actor)
-            return "CANCELLED"
-        if job["state"] in ("STARTING", "RUNNING") and not job["cancel_requested"]:
-            store.execute(
-                "UPDATE jobs SET cancel_requested = 1, reason = ? WHERE id = ?",
-                (f"cancel requested by {actor}; stopping every node", job_id),
-            )
-            store.event(obj, "cancel requested", "", actor=actor)
-        return job["state"]
+
+def attempt(store: Store, job_id: int, number: int) -> Attempt | None:
+    row = store.one("SELECT * FROM attempts WHERE job_id = ? AND attempt = ?", (job_id, number))
+    return Attempt.of(row) if row else None
+
+
+def active(store: Store) -> list[Job]:
+    """STARTING and RUNNING jobs, by id."""
+    return [Job.of(r) for r in store.query(f"SELECT * FROM jobs WHERE state IN {sql_set(ACTIVE)} ORDER BY id")]
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -301,38 +293,37 @@ _ORDER = "CASE state WHEN 'RUNNING' THEN 0 WHEN 'STARTING' THEN 0 WHEN 'PENDING'
 def summaries(store: Store, *, include_finished: bool = False) -> list[dict]:
     """Queue rows: live jobs first (running, then pending in the order they will be considered:
     priority, then submit order), then finished ones, newest first."""
-    states = LIVE_STATES + (TERMINAL_STATES if include_finished else ())
-    marks = ",".join("?" * len(states))
+    states = LIVE | (TERMINAL if include_finished else frozenset())
     rows = store.query(
-        f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY {_ORDER},"
-        " CASE WHEN state = 'PENDING' THEN -priority ELSE 0 END, COALESCE(-ended_at, 0), id",
-        states,
+        f"SELECT * FROM jobs WHERE state IN {sql_set(states)} ORDER BY {_ORDER},"
+        " CASE WHEN state = 'PENDING' THEN -priority ELSE 0 END, COALESCE(-ended_at, 0), id"
     )
     hosts = _current_hosts(store)
-    return [summary(r, hosts.get(r["id"], ())) for r in rows]
+    return [summary(job, hosts.get(job.id, ())) for job in map(Job.of, rows)]
 
 
-def summary(job: dict, hosts: Sequence[str] = ()) -> dict:
-    metrics = loads(job["metrics"]) or {}
+def summary(job: Job, hosts: Sequence[str] = ()) -> dict:
+    """The `queue --json` shape of one job."""
+    metrics = job.metrics or {}
     return {
-        "id": job["id"],
-        "name": job["name"],
-        "state": job["state"],
-        "reason": job["reason"],
-        "nodes": job["nodes"],
-        "gpus_per_node": job["gpus_per_node"],
-        "procs_per_node": procs_per_node(job),
-        "priority": job["priority"],
-        "submitted_at": job["submitted_at"],
-        "started_at": job["started_at"],
-        "ended_at": job["ended_at"],
-        "attempt": job["attempt"],
+        "id": job.id,
+        "name": job.name,
+        "state": job.state.value,
+        "reason": job.reason,
+        "nodes": job.nodes,
+        "gpus_per_node": job.gpus_per_node,
+        "procs_per_node": job.procs_per_node,
+        "priority": job.priority,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "attempt": job.attempt,
         "step": metrics.get("step"),
         "loss": metrics.get("loss"),
-        "user": job["user"],
-        "data": job["data"],
+        "user": job.user,
+        "data": job.data,
         "hosts": list(hosts),
-        "flags": loads(job["flags"], []),
+        "flags": list(job.flags),
     }
 
 
@@ -340,7 +331,7 @@ def _current_hosts(store: Store) -> dict[int, list[str]]:
     """Hosts of every live job's current attempt, by node rank."""
     rows = store.query(
         "SELECT n.job_id, n.host FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt"
-        " WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY n.job_id, n.node_rank"
+        f" WHERE j.state IN {sql_set(ACTIVE)} ORDER BY n.job_id, n.node_rank"
     )
     out: dict[int, list[str]] = {}
     for r in rows:
@@ -348,77 +339,45 @@ def _current_hosts(store: Store) -> dict[int, list[str]]:
     return out
 
 
-def nodes(store: Store, job_id: int, attempt: int) -> list[dict]:
-    """Placement of one attempt, by node rank."""
-    rows = store.query(
-        "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, attempt)
-    )
-    return [
-        {
-            "host": r["host"],
-            "node_rank": r["node_rank"],
-            "gpus": loads(r["gpus"], []),
-            "port": r["port"],
-            "state": r["state"],
-            "exit_code": r["exit_code"],
-            "pid": r["pid"],
-            "run_dir": r["run_dir"],
-            "data_path": r["data_path"],
-            "last_seen": r["last_seen"],
-        }
-        for r in rows
-    ]
-
-
 def show(store: Store, job_id: int) -> dict:
     """The whole story of one job: the `show --json` document."""
     job = get(store, job_id)
-    attempts = [
-        {**a, "nodes": nodes(store, job_id, a["attempt"])}
-        for a in store.query(
-            "SELECT attempt, state, reason, started_at, ended_at FROM attempts WHERE job_id = ? ORDER BY attempt",
-            (job_id,),
-        )
-    ]
+    attempts_ = [
+        {
+            "attempt": a.attempt, "state": a.state.value, "reason": a.reason, "started_at": a.started_at,
+            "ended_at": a.ended_at, "verified": a.verdict.verified if a.verdict else None,
+            "nodes": [n.to_json() for n in nodes(store, job_id, a.attempt)],
+        }
+        for a in attempts(store, job_id)
+    ]  # fmt: skip
     events = store.query(
         "SELECT ts, actor, what, reason FROM events WHERE object = ? ORDER BY id", (f"job:{job_id}",)
     )
     return {
-        "id": job["id"],
-        "name": job["name"],
-        "state": job["state"],
-        "reason": job["reason"],
-        "attempt": job["attempt"],
-        "attempts": attempts,
-        "data": job["data"],
-        "nodes": nodes(store, job_id, job["attempt"]),
-        "metrics": loads(job["metrics"]),
-        "metrics_at": job["metrics_at"],
-        "command": loads(job["command"], []),
-        "env": loads(job["env"], {}),
-        "tags": loads(job["tags"], []),
-        "gpus_per_node": job["gpus_per_node"],
-        "procs_per_node": procs_per_node(job),
-        "nodes_requested": job["nodes"],
-        "priority": job["priority"],
-        "time_limit": job["time_limit"],
-        "retries": job["retries"],
-        "user": job["user"],
-        "submitted_at": job["submitted_at"],
-        "started_at": job["started_at"],
-        "ended_at": job["ended_at"],
-        "cancel_requested": bool(job["cancel_requested"]),
-        "flags": loads(job["flags"], []),
+        "id": job.id,
+        "name": job.name,
+        "state": job.state.value,
+        "reason": job.reason,
+        "attempt": job.attempt,
+        "attempts": attempts_,
+        "data": job.data,
+        "nodes": [n.to_json() for n in nodes(store, job_id, job.attempt)],
+        "metrics": job.metrics,
+        "metrics_at": job.metrics_at,
+        "command": list(job.command),
+        "env": dict(job.env),
+        "tags": list(job.tags),
+        "gpus_per_node": job.gpus_per_node,
+        "procs_per_node": job.procs_per_node,
+        "nodes_requested": job.nodes,
+        "priority": job.priority,
+        "time_limit": job.time_limit,
+        "retries": job.retries,
+        "user": job.user,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "cancel_requested": job.cancel_requested,
+        "flags": list(job.flags),
         "events": events,
     }
-
-
-def wait(store: Store, job_id: int, *, timeout: float | None = None, poll: float = 0.5) -> dict:
-    """Block until the job is in a terminal state; returns the row (still live if timed out)."""
-    deadline = float("inf") if timeout is None else time.monotonic() + timeout
-    while True:
-        job = get(store, job_id)
-        left = deadline - time.monotonic()
-        if job["state"] in TERMINAL_STATES or left <= 0:
-            return job
-        time.sleep(min(poll, left))

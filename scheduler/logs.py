@@ -21,7 +21,8 @@ from . import jobs
 from .execute import Executor, HostUnreachable, python_argv
 from .inventory import Inventory
 from .launch import LOG_PREFIX_RE
-from .store import TERMINAL_STATES, Store
+from .model import JobState
+from .store import Store
 
 READ_TIMEOUT = 30.0
 DRAIN_GRACE = 3.0  # after the store says an attempt ended: how long to wait for lines still in flight
@@ -85,8 +86,8 @@ class Line:
 def node_logs(store: Store, job_id: int, attempt: int) -> list[NodeLog]:
     out = []
     for n in jobs.nodes(store, job_id, attempt):
-        base = f"{n['run_dir']}/attempt-{attempt}/node-{n['node_rank']}"
-        out.append(NodeLog(n["node_rank"], n["host"], f"{base}.log", f"{base}.exit"))
+        base = f"{n.run_dir}/attempt-{attempt}/node-{n.node_rank}"
+        out.append(NodeLog(n.node_rank, n.host, f"{base}.log", f"{base}.exit"))
     return out
 
 
@@ -159,10 +160,10 @@ def follow(
     followed, noted = 0, False
     while True:
         job = jobs.get(store, job_id)
-        attempt = job["attempt"]
+        attempt = job.attempt
         logs = node_logs(store, job_id, attempt) if attempt > followed else []
-        if not logs and not followed and not noted and job["state"] == "PENDING":
-            warn(f"job {job_id} is PENDING ({job['reason']}); its logs follow once it starts")
+        if not logs and not followed and not noted and job.state == JobState.PENDING:
+            warn(f"job {job_id} is PENDING ({job.reason}); its logs follow once it starts")
             noted = True
         if logs:
             if followed:
@@ -170,7 +171,7 @@ def follow(
             yield from _follow_attempt(store, executor, inventory, job_id, attempt, _select(logs, node), rank, poll, warn)
             followed = attempt
             continue
-        if job["state"] in TERMINAL_STATES:
+        if job.terminal:
             return
         time.sleep(poll)
 
@@ -227,4 +228,4 @@ def _pump(stream, n: NodeLog, out: queue.Queue) -> None:
 
 def _attempt_over(store: Store, job_id: int, attempt: int) -> bool:
     job = jobs.get(store, job_id)
-    return job["state"] in TERMINAL_STATES or job["attempt"] != attempt or job["state"] == "PENDING"
+    return job.terminal or job.attempt != attempt or job.state == JobState.PENDING

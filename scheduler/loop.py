@@ -2,8 +2,8 @@
 
 The store is the truth and the hosts are the facts: every cycle asks each host with live nodes, in
 one round trip, what is alive and what exited with which status (launch.probe_many), writes that
-down, ends the attempts that are over (teardown.end_attempt: tear down first, record after), and
-starts what the policy places. Nothing is kept in memory that a restarted loop would need: a loop
+down (lifecycle.record_facts), ends the attempts that are over (control.finish: tear down first,
+then lifecycle.end_attempt records), and starts what the policy places. Nothing is kept in memory that a restarted loop would need: a loop
 killed mid-job is replaced by the next one, which reconciles from the store and the hosts.
 
 Never launching twice: an attempt's job_nodes rows are committed (STARTING, no pid) *before* the
@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import launch, lease, policy, teardown
+from . import control, jobs, launch, lease, lifecycle, policy
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
-from .store import Store, dumps, loads
+from .model import ACTIVE, AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState, sql_set
+from .store import Store, loads
 
 log = logging.getLogger("headnode.scheduler")
 
@@ -69,26 +70,24 @@ class Loop:
     # --- reconcile ------------------------------------------------------------------------------
 
     def reconcile(self, out: dict) -> None:
-        nodes = self.store.query(
-            "SELECT n.* FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
-            "WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY n.job_id, n.node_rank"
-        )
-        if not nodes:
+        live = jobs.active(self.store)
+        if not live:
             return
+        nodes = {job.id: jobs.nodes(self.store, job.id, job.attempt) for job in live}
         known = {h.name: h for h in self.inventory.hosts}
-        by_host: dict[Host, list[dict]] = {}
+        by_host: dict[Host, list[Node]] = {}
         now = self.clock()
-        for n in nodes:
-            if n["host"] in known:
-                by_host.setdefault(known[n["host"]], []).append(n)
+        for n in (n for ns in nodes.values() for n in ns):
+            if n.host in known:
+                by_host.setdefault(known[n.host], []).append(n)
             else:  # removed from hosts.toml while the job ran: it can only be lost
-                self.silent[n["host"]] = (now, "it is no longer in hosts.toml")
-        asks = {h: [{"job": n["job_id"], "attempt": n["attempt"], "node": n["node_rank"], "pid": n["pid"]} for n in ns]
+                self.silent[n.host] = (now, "it is no longer in hosts.toml")
+        asks = {h: [{"job": n.job_id, "attempt": n.attempt, "node": n.node_rank, "pid": n.pid} for n in ns]
                 for h, ns in by_host.items()}  # fmt: skip
         answers = launch.probe_many(self.executor, asks)
         now = self.clock()
         facts: dict[tuple[int, int], launch.NodeStatus] = {}
-        with self.store.tx():
+        with self.store.tx():  # one transaction for the whole round of answers
             for host, ns in by_host.items():
                 answer = answers[host.name]
                 if isinstance(answer, str):
@@ -96,108 +95,71 @@ class Loop:
                     continue
                 self.silent.pop(host.name, None)
                 for n, st in zip(ns, answer):
-                    self._record(n, st, now)
-                    facts[n["job_id"], n["node_rank"]] = st
-        jobs = self.store.query(
-            "SELECT j.*, a.started_at AS attempt_started_at FROM jobs j "
-            "JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt "
-            "WHERE j.state IN ('STARTING', 'RUNNING') ORDER BY j.id"
-        )
-        for job in jobs:
+                    lifecycle.record_facts(self.store, n, st, now)
+                    facts[n.job_id, n.node_rank] = st
+        for job in jobs.active(self.store):
             self._settle(job, facts, now, out)
 
-    def _record(self, n: dict, st: launch.NodeStatus, now: float) -> None:
-        """Write down one node's facts; note progress and the newest metrics line on its job."""
-        state = "EXITED" if st.exit is not None else "RUNNING" if st.alive else n["state"]
-        log_size = st.log_size if st.log_size is not None else n["log_offset"]
-        self.store.execute(
-            "UPDATE job_nodes SET pid = ?, state = ?, exit_code = ?, log_offset = ?, last_seen = ? "
-            "WHERE job_id = ? AND attempt = ? AND node_rank = ?",
-            (st.pid or n["pid"], state, st.exit, log_size, now, n["job_id"], n["attempt"], n["node_rank"]),
-        )
-        if log_size > n["log_offset"]:
-            self.store.execute("UPDATE jobs SET progress_at = ? WHERE id = ?", (now, n["job_id"]))
-        if st.metrics_last:
-            try:
-                metrics = dumps(loads(st.metrics_last))
-            except ValueError:
-                return
-            self.store.execute(
-                "UPDATE jobs SET metrics = ?, metrics_at = ?, progress_at = ? WHERE id = ? AND metrics IS NOT ?",
-                (metrics, now, now, n["job_id"], metrics),
-            )
-
-    def _settle(self, job: dict, facts: dict, now: float, out: dict) -> None:
+    def _settle(self, job: Job, facts: dict, now: float, out: dict) -> None:
         """End the job's attempt if it is over, or move STARTING to RUNNING once every node runs."""
-        nodes = self.store.query(
-            "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job["id"], job["attempt"])
-        )
+        nodes = jobs.nodes(self.store, job.id, job.attempt)
         ending = self._verdict(job, nodes, facts, now)
         if ending is None:
-            if job["state"] == "STARTING" and all(n["state"] in ("RUNNING", "EXITED") for n in nodes):
-                self._mark_running(job, nodes)
-            if any(n["state"] == "EXITED" for n in nodes):
+            if job.state == JobState.STARTING and all(n.state in (NodeState.RUNNING, NodeState.EXITED) for n in nodes):
+                lifecycle.mark_running(self.store, job.id, job.attempt, _running_reason(nodes))
+            if any(n.state == NodeState.EXITED for n in nodes):
                 out["soon"] = True  # the rest of the gang ends within moments: look again shortly
             return
-        state, reason, unreachable = ending
-        actor = teardown.cancel_actor(self.store, job["id"]) if state == "CANCELLED" else "scheduler"
         # Every node exited and the probe saw none of the job's processes left: that is the verdict.
-        seen = [facts.get((n["job_id"], n["node_rank"])) for n in nodes]
-        clean = state == "SUCCEEDED" and all(st is not None and st.left == 0 for st in seen)
-        reports = [teardown.HostReport(h) for h in dict.fromkeys(n["host"] for n in nodes)] if clean else None
-        if teardown.end_attempt(
-            self.store, self.executor, self.inventory, job,
-            state=state, reason=reason, unreachable=unreachable, actor=actor, reports=reports,
-        ):  # fmt: skip
-            after = self.store.one("SELECT state, reason FROM jobs WHERE id = ?", (job["id"],))
-            out["ended"].append({"job": job["id"], **after})
-            log.info("job %s %s: %s", job["id"], after["state"], after["reason"])
+        seen = [facts.get((n.job_id, n.node_rank)) for n in nodes]
+        clean = ending.state == AttemptState.SUCCEEDED and all(st is not None and st.left == 0 for st in seen)
+        reports = [HostReport(h) for h in dict.fromkeys(n.host for n in nodes)] if clean else None
+        ended = control.finish(self.store, self.executor, self.inventory, job, ending, reports=reports)
+        if ended is not None:
+            state, reason = ended
+            out["ended"].append({"job": job.id, "state": state.value, "reason": reason})
+            log.info("job %s %s: %s", job.id, state, reason)
         self.heartbeat()
 
-    def _verdict(self, job: dict, nodes: list[dict], facts: dict, now: float) -> tuple[str, str, dict] | None:
-        """(state, reason, unreachable hosts) if this attempt is over, else None."""
+    def _verdict(self, job: Job, nodes: list[Node], facts: dict, now: float) -> Ending | None:
+        """How this attempt ends, if it is over; else None."""
         # A host is lost once it has not answered for node_lost_timeout; a restarted loop counts from
         # its own start, not from a last_seen written before it was down itself.
         lost = {}
         for n in nodes:
-            silent = self.silent.get(n["host"])
+            silent = self.silent.get(n.host)
             if silent is not None:
-                quiet = now - max(n["last_seen"] or 0.0, self.started_at)
+                quiet = now - max(n.last_seen or 0.0, self.started_at)
                 if quiet > self.settings.node_lost_timeout:
-                    lost[n["host"]] = f"silent for {quiet:.0f} s: {silent[1]}"
+                    lost[n.host] = f"silent for {quiet:.0f} s: {silent[1]}"
         if lost:
             names = ", ".join(lost)
-            return "FAILED", f"NODE_LOST: {names} stopped answering for over {self.settings.node_lost_timeout:g} s", lost
-        if job["cancel_requested"]:
-            return "CANCELLED", f"cancelled by {teardown.cancel_actor(self.store, job['id'])}", {}
-        limit, began = job["time_limit"], job["attempt_started_at"]
-        if limit is not None and began is not None and now - began > limit:
-            return "TIMEOUT", f"TIMEOUT: ran longer than its time limit of {limit:g} s", {}
-        answered = [n for n in nodes if n["host"] not in self.silent]
+            why = f"NODE_LOST: {names} stopped answering for over {self.settings.node_lost_timeout:g} s"
+            return Ending(AttemptState.FAILED, why, unreachable=lost)
+        if job.cancel_requested:
+            actor = lifecycle.cancel_actor(self.store, job.id)
+            return Ending(AttemptState.CANCELLED, f"cancelled by {actor}", actor=actor)
+        attempt = jobs.attempt(self.store, job.id, job.attempt)
+        began = attempt.started_at if attempt else None
+        if job.time_limit is not None and began is not None and now - began > job.time_limit:
+            return Ending(AttemptState.TIMEOUT, f"TIMEOUT: ran longer than its time limit of {job.time_limit:g} s")
+        answered = [n for n in nodes if n.host not in self.silent]
         for n in answered:
-            if n["exit_code"] not in (None, 0):
-                return "FAILED", f"node {n['node_rank']} on {n['host']} exited with status {n['exit_code']}", {}
+            if n.exit_code not in (None, 0):
+                return Ending(AttemptState.FAILED, f"node {n.node_rank} on {n.host} exited with status {n.exit_code}")
         for n in answered:
-            st = facts.get((n["job_id"], n["node_rank"]))
-            if n["pid"] is not None and st is not None and not st.alive and st.exit is None:
-                return "FAILED", (
-                    f"node {n['node_rank']} on {n['host']} ended without an exit status "
+            st = facts.get((n.job_id, n.node_rank))
+            if n.pid is not None and st is not None and not st.alive and st.exit is None:
+                return Ending(AttemptState.FAILED, (
+                    f"node {n.node_rank} on {n.host} ended without an exit status "
                     "(killed by a signal, or its host restarted)"
-                ), {}
-            if n["pid"] is None and now - (job["attempt_started_at"] or now) > START_GRACE:
-                return "PENDING", f"node {n['node_rank']} on {n['host']} never started (the scheduler stopped while starting it)", {}
-        if nodes and all(n["exit_code"] == 0 for n in nodes):
-            return "SUCCEEDED", f"all {len(nodes)} nodes exited 0", {}
+                ))  # fmt: skip
+            if n.pid is None and now - (began or now) > START_GRACE:
+                why = f"node {n.node_rank} on {n.host} never started (the scheduler stopped while starting it)"
+                return Ending(AttemptState.ABORTED, why)
+        if nodes and all(n.exit_code == 0 for n in nodes):
+            return Ending(AttemptState.SUCCEEDED, f"all {len(nodes)} nodes exited 0")
         return None
-
-    def _mark_running(self, job: dict, nodes: list[dict]) -> None:
-        reason = "running on " + ", ".join(f"{n['host']} (node {n['node_rank']})" for n in nodes)
-        with self.store.tx():
-            self.store.execute("UPDATE jobs SET state = 'RUNNING', reason = ? WHERE id = ? AND state = 'STARTING'", (reason, job["id"]))
-            self.store.execute(
-                "UPDATE attempts SET state = 'RUNNING' WHERE job_id = ? AND attempt = ?", (job["id"], job["attempt"])
-            )
-            self.store.event(f"job:{job['id']}", "RUNNING", reason)
 
     # --- LOST nodes: what a vanished host may still run -------------------------------------------
 
@@ -210,7 +172,7 @@ class Loop:
             if name not in known or self.next_sweep.get(name, 0.0) > now:
                 continue
             self.next_sweep[name] = now + self.settings.node_lost_timeout
-            out["swept"] += teardown.sweep_lost(self.store, self.executor, self.inventory, self.inventory.host(name))
+            out["swept"] += control.sweep_lost(self.store, self.executor, self.inventory, self.inventory.host(name))
             self.heartbeat()
 
     # --- schedule and launch ----------------------------------------------------------------------
@@ -243,7 +205,8 @@ class Loop:
             if ref and ref not in data:
                 data[ref] = _verified_hosts(self.store, ref)
             pending.append(policy.PendingJob(
-                id_, priority, submitted_at, nodes, gpus, limit, tags[tag_text], data[ref] if ref else None
+                id=id_, priority=priority, submitted_at=submitted_at, nodes=nodes, gpus_per_node=gpus, time_limit=limit,
+                tags=tags[tag_text], allowed_hosts=data[ref] if ref else None,
             ))  # fmt: skip
         return policy.schedule(self._host_views(now), pending, self._running(), now, self.settings.port_range)
 
@@ -272,92 +235,68 @@ class Loop:
         rows = self.store.query(
             "SELECT n.job_id, n.host, n.gpus, n.port, j.time_limit, a.started_at FROM job_nodes n "
             "JOIN jobs j ON j.id = n.job_id JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt "
-            "WHERE (j.state IN ('STARTING', 'RUNNING') AND n.attempt = j.attempt) OR n.state = 'LOST'"
+            f"WHERE (j.state IN {sql_set(ACTIVE)} AND n.attempt = j.attempt) OR n.state = 'LOST'"
         )
-        jobs: dict[int, dict] = {}
+        live: dict[int, dict] = {}
         for r in rows:
-            j = jobs.setdefault(r["job_id"], {"alloc": {}, "ports": {}, "ends": None})
+            j = live.setdefault(r["job_id"], {"alloc": {}, "ports": {}, "ends": None})
             j["alloc"][r["host"]] = frozenset(loads(r["gpus"], []))
             j["ports"][r["host"]] = r["port"]
             if r["time_limit"] is not None and r["started_at"] is not None:
                 j["ends"] = r["started_at"] + r["time_limit"]
-        return [policy.RunningJob(i, j["alloc"], j["ports"], j["ends"]) for i, j in jobs.items()]
+        return [policy.RunningJob(i, j["alloc"], j["ports"], j["ends"]) for i, j in live.items()]
 
     def launch(self, placement: policy.Placement) -> str:
         """Commit the attempt (STARTING, nodes without pids), then start its nodes (launch.start).
         Returns "started", "port busy" (requeued at once, uncharged), "failed" or "cancelled"."""
-        job = self.store.one("SELECT * FROM jobs WHERE id = ?", (placement.job_id,))
-        attempt = job["attempt"] + 1
+        job = jobs.get(self.store, placement.job_id)
+        attempt = job.attempt + 1
         hosts = [self.inventory.host(n.host) for n in placement.nodes]
         specs = [
             launch.NodeSpec(
-                job_id=job["id"], attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
-                gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=tuple(loads(job["command"])),
-                env=loads(job["env"], {}), data_path=_data_path(h, job["data"]),
-                procs_per_node=job["procs_per_node"] or 1,
+                job_id=job.id, attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
+                gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=job.command,
+                env=dict(job.env), data_path=_data_path(h, job.data), procs_per_node=job.procs_per_node,
             )
             for n, h in zip(placement.nodes, hosts)
         ]  # fmt: skip
         where = ", ".join(f"{s.host.name} (node {s.node_rank}, GPUs {list(s.gpus)})" for s in specs)
         reason = f"starting attempt {attempt} on {where}, port {placement.nodes[0].port}"
-        now = self.clock()
-        with self.store.tx():
-            cur = self.store.one("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job["id"],))
-            if cur["state"] != "PENDING" or cur["cancel_requested"]:
-                return "cancelled"  # since we read the queue
-            self.store.execute(
-                "UPDATE jobs SET state = 'STARTING', attempt = ?, reason = ?, started_at = COALESCE(started_at, ?), "
-                "progress_at = ? WHERE id = ?",
-                (attempt, reason, now, now, job["id"]),
-            )
-            self.store.execute(
-                "INSERT INTO attempts (job_id, attempt, state, started_at) VALUES (?, ?, 'STARTING', ?)",
-                (job["id"], attempt, now),
-            )
-            for s in specs:
-                self.store.execute(
-                    "INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, port, run_dir, data_path, state, last_seen) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'STARTING', ?)",
-                    (job["id"], attempt, s.node_rank, s.host.name, dumps(list(s.gpus)), s.port, s.run_dir, s.data_path, now),
-                )
-            self.store.event(f"job:{job['id']}", "STARTING", reason)
+        plans = [NodePlan(s.node_rank, s.host.name, tuple(s.gpus), s.port, s.run_dir, s.data_path) for s in specs]
+        if lifecycle.start_attempt(self.store, job.id, plans, reason=reason, now=self.clock()) is None:
+            return "cancelled"  # since we read the queue
 
         started = launch.start(self.executor, specs)
-        with self.store.tx():
-            for s in started:
-                if s.pid is not None:
-                    self.store.execute(
-                        "UPDATE job_nodes SET pid = ?, state = 'RUNNING' WHERE job_id = ? AND attempt = ? AND node_rank = ?",
-                        (s.pid, job["id"], attempt, s.node_rank),
-                    )
+        lifecycle.node_started(self.store, job.id, attempt, {s.node_rank: s.pid for s in started if s.pid is not None})
         failed = [s for s in started if s.error]
-        fresh = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],))
+        fresh = jobs.get(self.store, job.id)
         if not failed:
-            self._mark_running(fresh, self.store.query(
-                "SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job["id"], attempt)
-            ))  # fmt: skip
-            log.info("job %s started: %s", job["id"], reason)
+            lifecycle.mark_running(self.store, job.id, attempt, _running_reason(jobs.nodes(self.store, job.id, attempt)))
+            log.info("job %s started: %s", job.id, reason)
             return "started"
         now = self.clock()
         busy = next((s for s in failed if s.port_busy), None)
         if busy is not None:
             # Not the job's fault, and nothing started anywhere (node 0 checks before starting, the
             # others wait for it): requeue uncharged, with no teardown round trip, and avoid the port.
-            port = specs[0].port
-            self.busy_ports[busy.host, port] = now + BUSY_PORT_MEMORY
-            clean = [teardown.HostReport(s.host.name) for s in specs]
+            self.busy_ports[busy.host, specs[0].port] = now + BUSY_PORT_MEMORY
+            clean = [HostReport(s.host.name) for s in specs]
             why = f"{busy.error}; trying another"
-            teardown.end_attempt(self.store, self.executor, self.inventory, fresh, state="PENDING", reason=why, reports=clean)
-            log.info("job %s: %s", job["id"], why)
+            control.finish(self.store, self.executor, self.inventory, fresh, Ending(AttemptState.ABORTED, why), reports=clean)
+            log.info("job %s: %s", job.id, why)
             return "port busy"
         for s in failed:
             if s.unreachable:
                 self.silent[s.host] = (now, s.error)
         why = "; ".join(f"could not start node {s.node_rank} on {s.host}: {s.error}" for s in failed)
         # A host that did not answer is not the job's fault: requeue without charging a retry.
-        state = "PENDING" if any(s.unreachable for s in failed) else "FAILED"
-        teardown.end_attempt(self.store, self.executor, self.inventory, fresh, state=state, reason=why)
+        state = AttemptState.ABORTED if any(s.unreachable for s in failed) else AttemptState.FAILED
+        control.finish(self.store, self.executor, self.inventory, fresh, Ending(state, why))
         return "failed"
+
+
+def _running_reason(nodes: list[Node]) -> str:
+    return "running on " + ", ".join(f"{n.host} (node {n.node_rank})" for n in nodes)
 
 
 def _verified_hosts(store: Store, data: str) -> frozenset[str]:

@@ -155,10 +155,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN procs_per_node INTEGER;
     """,
+    # 3: what the teardown found when an attempt ended (JSON list of per-host reports, model.Verdict)
+    """
+    ALTER TABLE attempts ADD COLUMN verdict TEXT;
+    """,
 ]
 
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT")
-LIVE_STATES = ("PENDING", "STARTING", "RUNNING")
 
 
 def default_actor() -> str:

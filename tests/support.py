@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from scheduler import inventory, loop
-from scheduler.store import TERMINAL_STATES, Store
+from scheduler.model import TERMINAL
+from scheduler.store import Store
 
 
 @contextlib.contextmanager
@@ -29,7 +30,7 @@ def scheduler(config: Path):
         t.join(30)
 
 
-def wait_state(store: Store, job_id: int, states=TERMINAL_STATES, timeout: float = 90.0) -> dict:
+def wait_state(store: Store, job_id: int, states=TERMINAL, timeout: float = 90.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -64,7 +64,7 @@ async def test_the_console_shows_the_hosts_a_two_host_job_running_then_succeeded
         seen = set()
 
         def state() -> str | None:
-            row = app.screen.query_one(LineTable).row(job["id"])
+            row = app.screen.query_one(LineTable).row(job.id)
             if row:
                 seen.add(row[2])
             return row and row[2]
@@ -87,14 +87,14 @@ async def test_cancel_from_the_console_stops_every_rank_and_says_cancel_verified
     app = build_app(inv, embedded_loop=True)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(LineTable)
-        await until(pilot, lambda: (table.row(job["id"]) or [None] * 3)[2] == "RUNNING", 90, "job RUNNING")
-        await until(pilot, lambda: all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job["id"])}) for h in cluster.hosts[:2]),
+        await until(pilot, lambda: (table.row(job.id) or [None] * 3)[2] == "RUNNING", 90, "job RUNNING")
+        await until(pilot, lambda: all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job.id)}) for h in cluster.hosts[:2]),
                     30, "ranks on both hosts")
         await pilot.press("x")
         await until(pilot, lambda: "These will be stopped, and checked gone:" in screen_text(app), 10, "the confirmation")
         text = screen_text(app)
         assert f"node 0 on {cluster.hosts[0].name}" in text and f"node 1 on {cluster.hosts[1].name}" in text
         await pilot.press("y")
-        await until(pilot, lambda: any(f"job {job['id']}: cancel verified" in n.message for n in app._notifications),
+        await until(pilot, lambda: any(f"job {job.id}: cancel verified" in n.message for n in app._notifications),
                     60, "cancel verified")
-    assert all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job["id"])}) == [] for h in cluster.hosts)
+    assert all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job.id)}) == [] for h in cluster.hosts)

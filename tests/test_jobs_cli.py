@@ -1,5 +1,5 @@
-"""queue, show, cancel, wait and `scheduler status` over a real store; the loop's writes are simulated
-the way loop.py makes them (jobs row, attempts row, one job_nodes row per node)."""
+"""queue, show, cancel, wait and `scheduler status` over a real store; the loop's transitions are
+made by calling lifecycle.py, as the loop does, without hosts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import jobs, lease
+from scheduler import jobs, lease, lifecycle
 from scheduler.cli import main
+from scheduler.launch import NodeStatus
+from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
 from scheduler.store import Store, dumps
 
 
@@ -38,39 +40,25 @@ def run(config: Path, *argv: str) -> int:
 def new_job(store: Store, config: Path, **kw) -> int:
     from scheduler import inventory
 
-    return jobs.submit(store, inventory.load(config), jobs.JobSpec(**kw))["id"]
+    return jobs.submit(store, inventory.load(config), jobs.JobSpec(**kw)).id
 
 
-def start(store: Store, job_id: int, hosts=("h1", "h2"), *, attempt: int = 1, port: int = 29500) -> None:
-    """What the loop writes when it launches an attempt."""
-    now = time.time()
-    with store.tx():
-        store.execute(
-            "UPDATE jobs SET state = 'RUNNING', reason = ?, attempt = ?, started_at = ? WHERE id = ?",
-            (f"all {len(hosts)} nodes started", attempt, now, job_id),
-        )
-        store.execute(
-            "INSERT INTO attempts (job_id, attempt, state, reason, started_at) VALUES (?, ?, 'RUNNING', '', ?)",
-            (job_id, attempt, now),
-        )
-        for rank, host in enumerate(hosts):
-            store.execute(
-                "INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, port, run_dir, pid, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'RUNNING')",
-                (job_id, attempt, rank, host, dumps([0, 1]), port, f"/w/runs/{job_id}", 1000 + rank),
-            )
-        store.event(f"job:{job_id}", "RUNNING", f"all {len(hosts)} nodes started", actor="scheduler")
+def start(store: Store, job_id: int, hosts=("h1", "h2"), *, port: int = 29500) -> None:
+    """The transitions the loop makes when it launches an attempt and every node answers."""
+    plans = [NodePlan(rank, host, (0, 1), port, f"/w/runs/{job_id}") for rank, host in enumerate(hosts)]
+    attempt = lifecycle.start_attempt(store, job_id, plans, reason="starting", now=time.time())
+    lifecycle.node_started(store, job_id, attempt, {rank: 1000 + rank for rank in range(len(hosts))})
+    lifecycle.mark_running(store, job_id, attempt, f"all {len(hosts)} nodes started")
 
 
 def finish(store: Store, job_id: int, state: str, reason: str, *, exit_codes=(0, 0)) -> None:
-    with store.tx():
-        store.execute("UPDATE jobs SET state = ?, reason = ?, ended_at = ? WHERE id = ?", (state, reason, time.time(), job_id))
-        store.execute("UPDATE attempts SET state = ?, reason = ?, ended_at = ? WHERE job_id = ?", (state, reason, time.time(), job_id))
-        for rank, code in enumerate(exit_codes):
-            store.execute(
-                "UPDATE job_nodes SET state = 'EXITED', exit_code = ? WHERE job_id = ? AND node_rank = ?", (code, job_id, rank)
-            )
-        store.event(f"job:{job_id}", state, reason, actor="scheduler")
+    """The loop's end of an attempt: the nodes' exit codes from their hosts, then a clean teardown."""
+    job = jobs.get(store, job_id)
+    nodes = jobs.nodes(store, job_id, job.attempt)
+    for n, code in zip(nodes, exit_codes):
+        lifecycle.record_facts(store, n, NodeStatus(n.pid, False, code, None, None, None, None), time.time())
+    clean = Verdict.of([HostReport(h) for h in dict.fromkeys(n.host for n in nodes)])
+    lifecycle.end_attempt(store, job, Ending(AttemptState(state), reason, actor="scheduler"), clean)
 
 
 def out_json(capsys):
@@ -82,7 +70,7 @@ def out_json(capsys):
 
 def test_a_job_is_found_by_id_or_by_its_unique_name(store, config):
     job_id = new_job(store, config, name="bert")
-    assert jobs.find(store, str(job_id))["id"] == jobs.find(store, "bert")["id"] == job_id
+    assert jobs.find(store, str(job_id)).id == jobs.find(store, "bert").id == job_id
 
 
 def test_a_name_shared_by_several_jobs_is_ambiguous_and_lists_their_ids(store, config, capsys):
@@ -136,27 +124,30 @@ def test_an_empty_queue_says_so(config, capsys):
 
 def test_show_json_has_placement_ports_exit_codes_attempts_metrics_and_events(store, config, capsys):
     job_id = new_job(store, config, name="fit", nodes=2, gpus_per_node=2, retries=1, command=["python", "fit.py"])
-    start(store, job_id)
-    finish(store, job_id, "FAILED", "node 1 (h2) exited 1", exit_codes=(0, 1))
+    for _ in range(2):  # the first failure is retried, the second is final
+        start(store, job_id)
+        finish(store, job_id, "FAILED", "node 1 (h2) exited 1", exit_codes=(0, 1))
     with store.tx():
         store.execute("UPDATE jobs SET metrics = ? WHERE id = ?", (dumps({"step": 3, "loss": 4.0}), job_id))
 
     assert run(config, "show", "fit", "--json") == 0
     doc = out_json(capsys)
     assert {k: doc[k] for k in ("id", "name", "state", "reason", "attempt", "data", "metrics", "command", "retries")} == {
-        "id": job_id, "name": "fit", "state": "FAILED", "reason": "node 1 (h2) exited 1", "attempt": 1, "data": None,
-        "metrics": {"step": 3, "loss": 4.0}, "command": ["python", "fit.py"], "retries": 1,
+        "id": job_id, "name": "fit", "state": "FAILED", "reason": "node 1 (h2) exited 1; verified: no process left on h1, h2",
+        "attempt": 2, "data": None, "metrics": {"step": 3, "loss": 4.0}, "command": ["python", "fit.py"], "retries": 1,
     }
     assert [{k: n[k] for k in ("host", "node_rank", "gpus", "port", "exit_code")} for n in doc["nodes"]] == [
         {"host": "h1", "node_rank": 0, "gpus": [0, 1], "port": 29500, "exit_code": 0},
         {"host": "h2", "node_rank": 1, "gpus": [0, 1], "port": 29500, "exit_code": 1},
     ]
-    assert [(a["attempt"], a["state"], len(a["nodes"])) for a in doc["attempts"]] == [(1, "FAILED", 2)]
-    assert [e["what"] for e in doc["events"]] == ["submitted", "RUNNING", "FAILED"]
+    assert [(a["attempt"], a["state"], a["verified"], len(a["nodes"])) for a in doc["attempts"]] == [
+        (1, "FAILED", True, 2), (2, "FAILED", True, 2)
+    ]
+    assert [e["what"] for e in doc["events"]] == ["submitted", *["STARTING", "RUNNING", "PENDING"], "STARTING", "RUNNING", "FAILED"]
 
     assert run(config, "show", str(job_id)) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"job {job_id}  fit  FAILED (attempt 1)\n")
+    assert text.startswith(f"job {job_id}  fit  FAILED (attempt 2)\n")
     assert "node 1 (h2) exited 1" in text and "step 3  loss 4" in text
 
 
@@ -170,7 +161,7 @@ def test_wait_exits_0_when_the_job_succeeds_while_waiting(store, config, capsys)
     later.start()
     assert run(config, "wait", str(job_id)) == 0
     later.join()
-    assert capsys.readouterr().out == f"job {job_id} SUCCEEDED: all 2 nodes exited 0\n"
+    assert capsys.readouterr().out == f"job {job_id} SUCCEEDED: all 2 nodes exited 0; verified: no process left on h1, h2\n"
 
 
 def _finish_in_thread(config: Path, job_id: int, state: str, reason: str) -> None:
@@ -184,7 +175,7 @@ def test_wait_exits_1_with_state_and_reason_unless_the_job_succeeded(store, conf
     start(store, job_id)
     finish(store, job_id, state, "because")
     assert run(config, "wait", str(job_id)) == 1
-    assert capsys.readouterr().out == f"job {job_id} {state}: because\n"
+    assert capsys.readouterr().out == f"job {job_id} {state}: because; verified: no process left on h1, h2\n"
 
 
 def test_wait_exits_124_when_the_timeout_runs_out_first(store, config, capsys):
@@ -203,21 +194,21 @@ def test_cancel_of_a_pending_job_ends_it_at_once_with_who_did_it(store, config, 
     assert run(config, "cancel", str(job_id)) == 0
     assert capsys.readouterr().out == f"job {job_id} cancelled before it started\n"
     job = jobs.get(store, job_id)
-    assert job["state"] == "CANCELLED" and job["reason"].startswith("cancelled by ") and job["reason"].endswith(" before it started")
-    assert job["ended_at"] is not None
+    assert job.state == "CANCELLED" and job.reason.startswith("cancelled by ") and job.reason.endswith(" before it started")
+    assert job.ended_at is not None
     assert [e["what"] for e in jobs.show(store, job_id)["events"]] == ["submitted", "CANCELLED"]
 
 
 def test_cancel_of_a_running_job_only_flags_it_for_the_loop(store, config):
     job_id = new_job(store, config)
     start(store, job_id)
-    assert jobs.request_cancel(store, job_id, actor="bob@head") == "RUNNING"
-    assert jobs.request_cancel(store, job_id, actor="bob@head") == "RUNNING"  # asking twice records it once
+    assert lifecycle.request_cancel(store, job_id, actor="bob@head") == "RUNNING"
+    assert lifecycle.request_cancel(store, job_id, actor="bob@head") == "RUNNING"  # asking twice records it once
     job = jobs.get(store, job_id)
-    assert (job["state"], job["cancel_requested"], job["reason"]) == (
-        "RUNNING", 1, "cancel requested by bob@head; stopping every node"
+    assert (job.state, job.cancel_requested, job.reason) == (
+        "RUNNING", True, "cancel requested by bob@head; stopping every node"
     )
-    assert [e["what"] for e in jobs.show(store, job_id)["events"]] == ["submitted", "RUNNING", "cancel requested"]
+    assert [e["what"] for e in jobs.show(store, job_id)["events"]] == ["submitted", "STARTING", "RUNNING", "cancel requested"]
 
 
 def test_cancel_waits_for_the_loop_to_verify_and_names_the_hosts(store, config, capsys):
@@ -228,10 +219,10 @@ def test_cancel_waits_for_the_loop_to_verify_and_names_the_hosts(store, config, 
     def loop_tears_down():
         with Store.for_state_dir(config.parent / "state") as s:
             for _ in range(100):
-                if jobs.get(s, job_id)["cancel_requested"]:
+                if jobs.get(s, job_id).cancel_requested:
                     break
                 time.sleep(0.05)
-            finish(s, job_id, "CANCELLED", "cancelled by alice; verified: no process left on h1, h2", exit_codes=(-15, -15))
+            finish(s, job_id, "CANCELLED", "cancelled by alice", exit_codes=(143, 143))
 
     loop = threading.Thread(target=loop_tears_down)
     loop.start()
@@ -245,23 +236,28 @@ def test_cancel_that_is_not_verified_in_time_exits_1_and_says_what_is_left(store
     start(store, job_id)
     lease.acquire(store, "loop@head", "foreground", ttl=60)
 
-    def loop_reports():  # the loop overwrites the reason with what it found still alive
+    def loop_reports():  # the loop's teardown finds a process it cannot stop on h2
         time.sleep(0.3)
-        with Store.for_state_dir(config.parent / "state") as s, s.tx():
-            s.execute("UPDATE jobs SET reason = 'still alive on h2: pid 4242 (python)' WHERE id = ?", (job_id,))
+        with Store.for_state_dir(config.parent / "state") as s:
+            left = Verdict.of([HostReport("h1", found=2), HostReport("h2", found=3, left=("pid 4242 (python)",))])
+            lifecycle.note_stopping(s, jobs.get(s, job_id), Ending(AttemptState.CANCELLED, "cancelled by alice"), left)
 
     t = threading.Thread(target=loop_reports)
     t.start()
     assert run(config, "cancel", str(job_id), "--timeout", "0.8") == 1
     t.join()
     err = capsys.readouterr().err
-    assert f"job {job_id} is not verified stopped after 0.8 s: still RUNNING, still alive on h2: pid 4242 (python)" in err
+    assert err.endswith(
+        f"job {job_id} is not verified stopped after 0.8 s: still RUNNING, cancelled by alice; stopping: NOT verified:"
+        f" h2 still runs pid 4242 (python); no process left on h1; run `headnode show {job_id}` for each node,"
+        f" then `headnode cancel {job_id}` again.\n"
+    )
 
 
 def test_cancel_of_several_jobs_checks_every_name_before_cancelling_any(store, config, capsys):
     job_id = new_job(store, config)
     assert run(config, "cancel", str(job_id), "typo") == 3
-    assert jobs.get(store, job_id)["state"] == "PENDING"
+    assert jobs.get(store, job_id).state == "PENDING"
 
 
 def test_cancel_of_a_finished_job_changes_nothing(store, config, capsys):
@@ -269,8 +265,10 @@ def test_cancel_of_a_finished_job_changes_nothing(store, config, capsys):
     start(store, job_id)
     finish(store, job_id, "SUCCEEDED", "all 2 nodes exited 0")
     assert run(config, "cancel", str(job_id)) == 0
-    assert capsys.readouterr().out == f"job {job_id} had already ended: SUCCEEDED, all 2 nodes exited 0\n"
-    assert jobs.get(store, job_id)["cancel_requested"] == 0
+    assert capsys.readouterr().out == (
+        f"job {job_id} had already ended: SUCCEEDED, all 2 nodes exited 0; verified: no process left on h1, h2\n"
+    )
+    assert jobs.get(store, job_id).cancel_requested is False
 
 
 # --- scheduler status ------------------------------------------------------------------------------

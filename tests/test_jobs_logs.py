@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import inventory, jobs, logs
+from scheduler import inventory, jobs, lifecycle, logs
 from scheduler.cli import main
 from scheduler.execute import Executor
+from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
 from scheduler.store import Store
 
 NODE0 = ["[rank0]:step 1 loss 4.2", "[rank1]:step 1 loss 4.3", "torchrun: all workers started"]
@@ -37,26 +38,25 @@ def local(tmp_path: Path) -> Path:
 
 
 def launch(config: Path, hosts: list[str], *, attempt: int = 1, job_id: int | None = None) -> tuple[int, list[Path]]:
-    """Submit (unless job_id) and record an attempt the way loop.py does; returns the log file paths
-    (the namespace hosts share this filesystem, so the test writes their files directly)."""
+    """Submit (unless job_id) and start an attempt through lifecycle.py, as the loop does (a running
+    attempt is requeued first); returns the log file paths (the namespace hosts share this
+    filesystem, so the test writes their files directly)."""
     inv = inventory.load(config)
     with Store.for_state_dir(inv.state_dir) as store:
         if job_id is None:
-            job_id = jobs.submit(store, inv, jobs.JobSpec(nodes=len(hosts)))["id"]
+            job_id = jobs.submit(store, inv, jobs.JobSpec(nodes=len(hosts))).id
+        job = jobs.get(store, job_id)
+        if job.active:
+            _end(store, job, AttemptState.ABORTED)
+        plans = [NodePlan(rank, name, (), 29500, inv.host(name).path("runs", str(job_id))) for rank, name in enumerate(hosts)]
+        assert lifecycle.start_attempt(store, job_id, plans, reason="starting", now=time.time()) == attempt
+        lifecycle.mark_running(store, job_id, attempt, "running")
         paths = []
-        with store.tx():
-            store.execute("UPDATE jobs SET state = 'RUNNING', attempt = ? WHERE id = ?", (attempt, job_id))
-            for rank, name in enumerate(hosts):
-                run_dir = inv.host(name).path("runs", str(job_id))
-                store.execute(
-                    "INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, port, run_dir, state)"
-                    " VALUES (?, ?, ?, ?, '[]', 29500, ?, 'RUNNING')",
-                    (job_id, attempt, rank, name, run_dir),
-                )
-                log = Path(run_dir) / f"attempt-{attempt}" / f"node-{rank}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.touch()
-                paths.append(log)
+        for p in plans:
+            log = Path(p.run_dir) / f"attempt-{attempt}" / f"node-{p.node_rank}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.touch()
+            paths.append(log)
     return job_id, paths
 
 
@@ -70,8 +70,13 @@ def exited(path: Path, code: int = 0) -> None:
 
 
 def end(config: Path, job_id: int, state: str = "SUCCEEDED") -> None:
-    with Store.for_state_dir(inventory.load(config).state_dir) as store, store.tx():
-        store.execute("UPDATE jobs SET state = ?, ended_at = ? WHERE id = ?", (state, time.time(), job_id))
+    with Store.for_state_dir(inventory.load(config).state_dir) as store:
+        _end(store, jobs.get(store, job_id), AttemptState(state))
+
+
+def _end(store: Store, job, state: AttemptState) -> None:
+    hosts = dict.fromkeys(n.host for n in jobs.nodes(store, job.id, job.attempt))
+    assert lifecycle.end_attempt(store, job, Ending(state, "ended by the test"), Verdict.of([HostReport(h) for h in hosts]))
 
 
 def cli(config: Path, *argv: str) -> int:
@@ -139,7 +144,7 @@ def test_an_earlier_attempt_is_read_with_attempt(local, capsys):
 def test_logs_of_what_does_not_exist_is_one_sentence(local, capsys, argv, message):
     inv = inventory.load(local)
     with Store.for_state_dir(inv.state_dir) as store:
-        job_id = jobs.submit(store, inv, jobs.JobSpec())["id"]
+        job_id = jobs.submit(store, inv, jobs.JobSpec()).id
     assert cli(local, str(job_id), *argv) == 2
     assert message in capsys.readouterr().err
 
@@ -191,7 +196,7 @@ def test_follow_prints_lines_as_written_and_ends_when_the_job_has_ended_and_logs
 def test_follow_waits_for_a_pending_job_and_goes_on_across_attempts(local):
     inv = inventory.load(local)
     with Store.for_state_dir(inv.state_dir) as store:
-        job_id = jobs.submit(store, inv, jobs.JobSpec())["id"]
+        job_id = jobs.submit(store, inv, jobs.JobSpec()).id
     f = Follower(local, job_id, rank=0)
     time.sleep(0.3)
     _, (first,) = launch(local, ["l0"], job_id=job_id)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import inventory, jobs, launch, lease, loop, teardown
+from scheduler import control, inventory, jobs, launch, lease, lifecycle, loop, teardown
 from scheduler.cli import main
 from scheduler.execute import Executor
 from scheduler.store import Store
@@ -51,7 +51,7 @@ def sched(inv, store):
 
 
 def submit(store, inv, command, **kw) -> int:
-    return jobs.submit(store, inv, jobs.JobSpec(command=list(command), gpus_per_node=0, **kw))["id"]
+    return jobs.submit(store, inv, jobs.JobSpec(command=list(command), gpus_per_node=0, **kw)).id
 
 
 def job(store, job_id: int) -> dict:
@@ -319,13 +319,13 @@ def test_a_cancel_request_is_acted_on_by_the_loop_only_once_verified(inv, store,
     while not marked(inv, job_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert marked(inv, job_id)
-    jobs.request_cancel(store, job_id, actor="alice@laptop")
+    lifecycle.request_cancel(store, job_id, actor="alice@laptop")
     row = cycle_until(sched, store, job_id, {"CANCELLED"})
     assert row["reason"] == "cancelled by alice@laptop; verified: no process left on localhost"
     assert marked(inv, job_id) == []
 
 
-def test_cancel_now_kills_processes_that_ignore_sigterm_and_verifies(inv, store, sched):
+def test_cancel_without_a_loop_kills_processes_that_ignore_sigterm_and_verifies(inv, store, sched):
     # The job's shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
     job_id = submit(store, inv, ["sh", "-c", "trap '' TERM; sleep 300 & wait; wait"])
     cycle_until(sched, store, job_id, {"RUNNING"})
@@ -333,21 +333,22 @@ def test_cancel_now_kills_processes_that_ignore_sigterm_and_verifies(inv, store,
     while len(marked(inv, job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, the shell, sleep
         time.sleep(0.1)
     assert len(marked(inv, job_id)) == 4
-    with Executor(inv) as ex:
-        out = teardown.cancel_now(store, ex, inv, job_id, "bob@head")
-    assert out["verified"] and out["state"] == "CANCELLED"
-    assert out["reason"].startswith("cancelled by bob@head; verified: no process left on localhost (")
-    assert "needed SIGKILL" in out["reason"]
+    (out,) = control.cancel(store, inv, [job_id], actor="bob@head")
+    assert (out.verified, out.state, out.stopped_here, out.left) == (True, "CANCELLED", True, ())
+    assert out.reason.startswith("cancelled by bob@head; verified: no process left on localhost (")
+    (report,) = out.verdict.reports
+    assert (report.host, report.found >= 4, report.killed >= 2) == ("localhost", True, True)
+    assert out.sentence() == f"job {job_id} cancelled; {out.verdict.sentence()}"
     assert marked(inv, job_id) == []
     assert lease.active(store) is None
 
 
-def test_cancel_now_leaves_the_job_to_a_running_loop(inv, store, sched):
+def test_a_cancel_from_here_leaves_the_job_to_a_running_loop(inv, store, sched):
     job_id = submit(store, inv, ["sleep", "300"])
     cycle_until(sched, store, job_id, {"RUNNING"})
     lease.acquire(store, "111@head", "foreground", 30)
     with Executor(inv) as ex:
-        assert teardown.cancel_now(store, ex, inv, job_id, "bob@head") is None
+        assert control.cancel_here(store, ex, inv, job_id, "bob@head") is False
     assert job(store, job_id)["state"] == "RUNNING"
 
 

@@ -122,7 +122,7 @@ def samplers(cluster, name: str) -> list[int]:
 def test_ranks_are_attributed_to_their_job_and_a_job_stuck_in_a_collective_is_flagged(inv, store, cluster, tmp_path):
     script = tmp_path / "collective.py"
     script.write_text(SCRIPT)
-    submit = lambda mode: jobs.submit(store, inv, jobs.JobSpec(command=["python", str(script), mode], nodes=2, name=mode))["id"]  # noqa: E731
+    submit = lambda mode: jobs.submit(store, inv, jobs.JobSpec(command=["python", str(script), mode], nodes=2, name=mode)).id  # noqa: E731
     healthy, hung = submit("healthy"), submit("hang")
     stop = threading.Event()
     t = threading.Thread(target=loop.run_forever, args=(inv,), kwargs={"stop_event": stop}, daemon=True)

@@ -10,7 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from scheduler.store import TERMINAL_STATES, loads
+from scheduler.model import TERMINAL
+from scheduler.store import loads
 
 from .. import queries
 
@@ -19,7 +20,7 @@ def what_stops(d: queries.JobDetail) -> Text:
     j = d.job
     t = Text()
     t.append(f"Cancel job {j['id']} ({j['name']})?\n\n", style="bold")
-    if j["state"] in TERMINAL_STATES:
+    if j["state"] in TERMINAL:
         t.append(f"It already ended: {j['state']}. Nothing to stop.\n")
         return t
     t.append(f"It is {j['state']}")

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Static
 
-from scheduler.store import TERMINAL_STATES, loads
+from scheduler.model import TERMINAL
+from scheduler.store import loads
 
 from .. import format as fmt
 from .. import queries
@@ -124,7 +125,7 @@ class JobScreen(PolledScreen):
         host, run_dir = rank0["host"], rank0["run_dir"]
         offset = at.offset if (at.host, at.run_dir) == (host, run_dir) else 0
         metrics, offset = read_metrics(self.app.executor, self.app.inventory, host, run_dir, offset)
-        done = detail.job["state"] in TERMINAL_STATES  # this was the last read
+        done = detail.job["state"] in TERMINAL  # this was the last read
         return Loaded(detail, metrics, Cursor(host, run_dir, offset, done))
 
     def show(self, data: Loaded) -> None:
@@ -140,10 +141,10 @@ class JobScreen(PolledScreen):
         was = self.detail.job["state"] if self.detail else None
         self.detail = detail
         state = detail.job["state"]
-        if was is not None and was not in TERMINAL_STATES and state in TERMINAL_STATES:
+        if was is not None and was not in TERMINAL and state in TERMINAL:
             self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
-        if state in TERMINAL_STATES and self.app.on_job_end:  # stays on screen, unlike the notice
+        if state in TERMINAL and self.app.on_job_end:  # stays on screen, unlike the notice
             self.query_one("#log-title", Static).update(Text(f"log (job ended: {self.app.on_job_end})", style="bold"))
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from scheduler.errors import NotFound, UserError
 from scheduler.inventory import Host
-from scheduler.store import LIVE_STATES, Store, dumps, loads
+from scheduler.model import LIVE
+from scheduler.store import Store, dumps, loads
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 PLACEMENT_STATES = ("absent", "syncing", "verified", "corrupt")
@@ -100,7 +101,7 @@ def runs_using(store: Store, name: str, version: str) -> list[dict]:
 
 
 def live_runs_using(store: Store, name: str, version: str) -> list[dict]:
-    return [r for r in runs_using(store, name, version) if r["state"] in LIVE_STATES]
+    return [r for r in runs_using(store, name, version) if r["state"] in LIVE]
 
 
 def summary(row: dict, host_names: list[str], store: Store) -> dict:

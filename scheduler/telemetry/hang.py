@@ -113,7 +113,7 @@ def check_hangs(store: Store, settings, now: float | None = None) -> list[tuple[
             for kind in sorted({HANG, IDLE} & set(before) - found.keys()):
                 store.event(obj, "alert cleared", kind)
         if HANG in found and HANG not in before and loads(job["env"], {}).get(ON_HANG) == "cancel" and not job["cancel_requested"]:
-            from .. import jobs
+            from .. import lifecycle
 
-            jobs.request_cancel(store, job["id"], actor=f"telemetry ({ON_HANG}=cancel)")
+            lifecycle.request_cancel(store, job["id"], actor=f"telemetry ({ON_HANG}=cancel)")
     return raised
