@@ -7,7 +7,9 @@ from textual.widgets import Input
 
 from console.app import build_app
 from console.screens.confirm_cancel import ConfirmCancel
-from console.screens.submit import SubmitScreen
+from console.screens.submit import SubmitScreen, spec_from_form
+from scheduler import jobs
+from scheduler.errors import UserError
 from scheduler.store import Store
 from tests.console_synthetic import screen_text, settle, synthetic  # noqa: F401 (fixture)
 
@@ -21,6 +23,11 @@ def job_rows(inv, where: str = "1", params=()):
 
 async def fill(pilot, field: str, text: str) -> None:
     pilot.app.screen.query_one(f"#f-{field}", Input).value = text
+
+
+def shown_errors(app) -> dict[str, str]:
+    """The submit form's error labels that show something: label id -> text."""
+    return {label.id: str(label.content) for label in app.screen.query(".field-error") if str(label.content)}
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])
@@ -45,7 +52,7 @@ async def test_submit_shows_a_mistake_under_its_field_then_submits(synthetic, si
         assert job_rows(synthetic, "name = 'bigrun'") == []
 
         await fill(pilot, "nodes", "2")
-        await fill(pilot, "gpus", "4")
+        await fill(pilot, "gpus_per_node", "4")
         await fill(pilot, "env", "NCCL_DEBUG=INFO")
         await fill(pilot, "time_limit", "30m")
         await pilot.press("ctrl+s")
@@ -64,14 +71,14 @@ async def test_a_cpu_job_asks_for_processes_per_node_and_a_gpu_job_cannot(synthe
         await pilot.press("n")
         await pilot.pause()
         await fill(pilot, "name", "cpurun")
-        await fill(pilot, "gpus", "1")
-        await fill(pilot, "procs", "4")
+        await fill(pilot, "gpus_per_node", "1")
+        await fill(pilot, "procs_per_node", "4")
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert "--procs-per-node is for CPU jobs only" in screen_text(app)
-        assert app.focused.id == "f-procs"
+        assert app.focused.id == "f-gpus_per_node"  # the library names the GPUs as what to change
 
-        await fill(pilot, "gpus", "")
+        await fill(pilot, "gpus_per_node", "")
         await pilot.press("ctrl+s")
         await settle(pilot)
         [job] = job_rows(synthetic, "name = 'cpurun'")
@@ -99,6 +106,41 @@ async def test_cancel_shows_what_will_stop_and_cancels_only_on_yes(synthetic):
         await settle(pilot)
         assert job_rows(synthetic, "id = 41")[0]["state"] == "CANCELLED"
         assert any("job 41: cancel verified" in n.message for n in app._notifications)
+
+
+@pytest.mark.parametrize(("field", "text"), [("nodes", "99"), ("data", "nosuch@v1")])
+async def test_submit_shows_a_library_error_under_the_field_the_error_names(synthetic, field, text):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await fill(pilot, field, text)
+        spec = spec_from_form(app.screen.values())
+        with Store.for_state_dir(synthetic.state_dir) as store, pytest.raises(UserError) as refused:
+            jobs.submit(store, synthetic, spec)
+        assert refused.value.field == field
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert shown_errors(app) == {f"e-{field}": refused.value.sentence()}
+        assert app.focused.id == f"f-{field}"
+
+
+async def test_submit_shows_an_error_about_a_field_the_form_lacks_under_the_whole_form(synthetic, monkeypatch):
+    error = UserError("bad tag 'x y'", "tags contain only letters", "use a tag from hosts.toml", field="tags")
+
+    def refuse(store, inventory, spec):
+        raise error
+
+    monkeypatch.setattr(jobs, "submit", refuse)
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert shown_errors(app) == {"e-form": error.sentence()}
 
 
 async def test_cancel_of_a_running_job_lists_its_nodes_and_gpus(synthetic):
@@ -177,3 +219,4 @@ async def test_verify_then_sync_a_dataset_from_the_datasets_screen(local_config,
         await settle(pilot)
         placement = app.screen.query_one("#placement-table")
         assert placement.row("localhost")[1] == "verified"
+
