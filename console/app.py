@@ -10,7 +10,6 @@ poll says so once and is retried (console/poll.py).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from scheduler import jobs, lease, lifecycle
+from scheduler import control, jobs, lease
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
 from scheduler.model import TERMINAL, Job
@@ -41,7 +40,6 @@ from .screens.job import JobScreen
 from .screens.queue import QueueScreen
 from .screens.submit import SubmitScreen
 
-CANCEL_VERIFY_TIMEOUT = 120.0  # seconds to wait for the loop to report every rank gone
 OVERVIEW_INTERVAL = 1.0  # seconds between header refreshes
 
 
@@ -265,22 +263,31 @@ class HeadnodeApp(App):
 
     @work(thread=True, group="cancel", exit_on_error=False)
     def cancel(self, job_id: int) -> None:
-        """Write the cancel intent, then wait until the loop reports the job ended everywhere."""
-        self.write(lambda store: lifecycle.request_cancel(store, job_id))
-        self.call_from_thread(self.notify, f"job {job_id}: cancelling")
-        deadline = time.monotonic() + CANCEL_VERIFY_TIMEOUT
+        """Cancel as the CLI does (scheduler.control): while a loop holds the lease, it acts on the
+        intent and this waits for it; with none, the verified teardown runs from here."""
         worker = get_current_worker()
-        while time.monotonic() < deadline and not worker.is_cancelled:  # the console may quit meanwhile
-            job = self.db.call(jobs.get, job_id)
-            if job.terminal:
-                verdict = "cancel verified" if job.state == "CANCELLED" else f"ended {job.state}"
-                self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job.reason}")
-                return
-            time.sleep(0.25)
-        if worker.is_cancelled:
-            return
-        raise UserError(f"job {job_id} is not cancelled yet", f"no loop confirmed it within {CANCEL_VERIFY_TIMEOUT:.0f} s",
-                        "check `headnode scheduler status`")
+
+        def here(_: int) -> None:
+            self.call_from_thread(self.notify, f"job {job_id}: no scheduler loop is running; stopping it from here")
+
+        self.call_from_thread(self.notify, f"job {job_id}: cancelling")
+        [outcome] = self.write(lambda store: control.cancel(
+            store, self.inventory, [job_id], on_here=here, should_stop=lambda: worker.is_cancelled))  # the console may quit
+        if not worker.is_cancelled:
+            self.call_from_thread(self._cancelled, outcome)
+
+    def _cancelled(self, outcome: control.CancelOutcome) -> None:
+        """Say how a cancel ended: verified, or per host what is still there or why it did not answer."""
+        j = outcome.job_id
+        if outcome.verified:
+            self._changed(outcome.sentence(), title=f"job {j}: cancel verified")
+        elif outcome.done and not outcome.left:  # it ended on its own before the cancel took effect
+            self._changed(outcome.sentence(), title=f"job {j} ended {outcome.state}", severity="warning")
+        else:
+            lines = [f"{r.host}: did not answer ({r.error})" if r.error else f"{r.host}: still runs {', '.join(r.left)}"
+                     for r in outcome.left]
+            self._changed("\n".join(lines or [outcome.sentence()]), title=f"job {j}: cancel NOT verified",
+                          severity="error", timeout=60)
 
     @work(thread=True, group="drain", exit_on_error=False)
     def set_draining(self, host: str, draining: bool | None) -> None:
@@ -300,9 +307,9 @@ class HeadnodeApp(App):
         now_draining = self.write(change)
         self.call_from_thread(self._changed, f"{host}: {'draining' if now_draining else 'accepting jobs again'}")
 
-    def _changed(self, message: str) -> None:
+    def _changed(self, message: str, **notify: Any) -> None:
         """After an action: say what changed and re-read the screen at once rather than on its timer."""
-        self.notify(message)
+        self.notify(message, **notify)
         poll = getattr(self.screen, "poll", None)
         if poll is not None:
             poll()

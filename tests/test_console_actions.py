@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 from textual.widgets import Input
 
@@ -23,6 +26,11 @@ def job_rows(inv, where: str = "1", params=()):
 
 async def fill(pilot, field: str, text: str) -> None:
     pilot.app.screen.query_one(f"#f-{field}", Input).value = text
+
+
+def notices(app) -> dict[str, str]:
+    """The notifications shown, title -> message (those with a title)."""
+    return {n.title: n.message for n in app._notifications if n.title}
 
 
 def shown_errors(app) -> dict[str, str]:
@@ -105,7 +113,7 @@ async def test_cancel_shows_what_will_stop_and_cancels_only_on_yes(synthetic):
         await pilot.press("y")
         await settle(pilot)
         assert job_rows(synthetic, "id = 41")[0]["state"] == "CANCELLED"
-        assert any("job 41: cancel verified" in n.message for n in app._notifications)
+        assert notices(app)["job 41: cancel verified"] == "job 41 cancelled before it started"
 
 
 @pytest.mark.parametrize(("field", "text"), [("nodes", "99"), ("data", "nosuch@v1")])
@@ -220,3 +228,41 @@ async def test_verify_then_sync_a_dataset_from_the_datasets_screen(local_config,
         placement = app.screen.query_one("#placement-table")
         assert placement.row("localhost")[1] == "verified"
 
+
+async def test_cancel_from_the_console_with_no_loop_running_stops_the_job_verified(local_config):
+    from scheduler import inventory, loop
+    from scheduler.execute import Executor
+    from tests.test_loop_local import FAST, cycle_until, marked, submit
+
+    low = random.randrange(20000, 60000, 100)  # rendezvous ports: localhost's are shared with other runs
+    local_config.write_text(local_config.read_text() + FAST + f"port_range = [{low}, {low + 99}]\n")
+    inv = inventory.load(local_config)
+    with Store.for_state_dir(inv.state_dir) as store:
+        job_id = submit(store, inv, ["sleep", "300"])
+        executor = Executor(inv)
+        try:  # one loop, cycled here until the job runs, then gone: no lease is held
+            cycle_until(loop.Loop(inv, store, executor), store, job_id, {"RUNNING"})
+        finally:
+            executor.close()
+    for _ in range(100):  # RUNNING means the leader started; its environ can read empty mid-exec
+        if marked(inv, job_id):
+            break
+        time.sleep(0.1)
+    assert marked(inv, job_id)
+
+    app = build_app(inv, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *f"cancel {job_id}", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmCancel)
+        await pilot.press("y")
+        for _ in range(100):
+            await settle(pilot)
+            if notices(app):
+                break
+        assert notices(app) == {f"job {job_id}: cancel verified": f"job {job_id} cancelled; verified: no process left on localhost"}
+        assert f"job {job_id}: no scheduler loop is running; stopping it from here" in [n.message for n in app._notifications]
+    [row] = job_rows(inv, "id = ?", (job_id,))
+    assert row["state"] == "CANCELLED" and row["reason"].startswith("cancelled by ")
+    assert marked(inv, job_id) == []
