@@ -3,13 +3,13 @@ loop holds the lease.
 
 Reads go through one store thread (console/db.py) from polling thread workers; actions (submit,
 cancel, drain, data sync/verify) open their own Store in their own worker and call the scheduler
-library, never the CLI. One handler turns worker failures into notifications.
+library, never the CLI. One method, show_error, turns worker failures into notifications; a failed
+poll says so once and is retried (console/poll.py).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 from collections.abc import Callable
 
@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from scheduler import jobs, lease, lifecycle
+from scheduler import control, jobs, lease
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
 from scheduler.model import TERMINAL, Job
@@ -29,6 +29,7 @@ from . import commands, queries
 from . import format as fmt
 from .db import StoreThread
 from .palette import HeadnodeCommands
+from .poll import Poll
 from .screens.cluster import ClusterScreen
 from .screens.command_line import CommandLine
 from .screens.confirm_cancel import ConfirmCancel
@@ -39,7 +40,6 @@ from .screens.job import JobScreen
 from .screens.queue import QueueScreen
 from .screens.submit import SubmitScreen
 
-CANCEL_VERIFY_TIMEOUT = 120.0  # seconds to wait for the loop to report every rank gone
 OVERVIEW_INTERVAL = 1.0  # seconds between header refreshes
 
 
@@ -78,6 +78,8 @@ class HeadnodeApp(App):
         self._loop_lock = threading.Lock()
         self._loop_failed = False  # a loop that crashed here is not restarted every second
         self._holder = lease.holder_id()
+        self._overview_poll = Poll(self, self._read_overview, self._overview_read, interval=OVERVIEW_INTERVAL,
+                                   what="the header")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -85,7 +87,7 @@ class HeadnodeApp(App):
         self.switch_mode(self._start_mode)
         if self._start_job is not None:
             self.open_job(self._start_job)
-        self.refresh_overview()
+        self._overview_poll.resume()
         if self.embedded_loop is not False:
             self.start_loop()
 
@@ -114,19 +116,16 @@ class HeadnodeApp(App):
 
     # --- header data and the embedded loop ------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="overview", exit_on_error=False)
-    def refresh_overview(self) -> None:
-        ov = self.db.call(queries.overview, self.inventory, fmt.now())
-        self.call_from_thread(self._overview_fetched, ov)
+    def _read_overview(self) -> queries.Overview:
+        return self.db.call(queries.overview, self.inventory, fmt.now())
 
-    def _overview_fetched(self, ov: queries.Overview) -> None:
+    def _overview_read(self, ov: queries.Overview) -> None:
         self.overview = ov
         # embedded: our thread runs the loop, or another thread of this process does (`headnode demo`)
         running_here = self._loop_thread is not None and self._loop_thread.is_alive()
         self.embedded = running_here or ov.holder == self._holder
         if ov.holder is None and not running_here and self.embedded_loop is not False and not self._loop_failed:
             self.start_loop()  # the loop that held the lease is gone (its lease expired): take over
-        self.set_timer(OVERVIEW_INTERVAL, self.refresh_overview)
 
     @work(thread=True, exclusive=True, group="loop", exit_on_error=False)
     def start_loop(self) -> None:
@@ -152,12 +151,15 @@ class HeadnodeApp(App):
 
     # --- one place for worker failures ----------------------------------------------------
 
+    def show_error(self, error: BaseException, *, about: str | None = None) -> None:
+        """What a failed worker (the app's or a screen's) says to the user."""
+        text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+        self.notify(f"{about}: {text}" if about else text, severity="error", timeout=10)
+
     @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state is WorkerState.ERROR:
-            error = event.worker.error
-            text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            self.notify(text, severity="error", timeout=10)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if not self._overview_poll.ended(event) and event.state is WorkerState.ERROR:
+            self.show_error(event.worker.error)
 
     # --- navigation ---------------------------------------------------------------------------
 
@@ -261,22 +263,31 @@ class HeadnodeApp(App):
 
     @work(thread=True, group="cancel", exit_on_error=False)
     def cancel(self, job_id: int) -> None:
-        """Write the cancel intent, then wait until the loop reports the job ended everywhere."""
-        self.write(lambda store: lifecycle.request_cancel(store, job_id))
-        self.call_from_thread(self.notify, f"job {job_id}: cancelling")
-        deadline = time.monotonic() + CANCEL_VERIFY_TIMEOUT
+        """Cancel as the CLI does (scheduler.control): while a loop holds the lease, it acts on the
+        intent and this waits for it; with none, the verified teardown runs from here."""
         worker = get_current_worker()
-        while time.monotonic() < deadline and not worker.is_cancelled:  # the console may quit meanwhile
-            job = self.db.call(jobs.get, job_id)
-            if job.terminal:
-                verdict = "cancel verified" if job.state == "CANCELLED" else f"ended {job.state}"
-                self.call_from_thread(self._changed, f"job {job_id}: {verdict}: {job.reason}")
-                return
-            time.sleep(0.25)
-        if worker.is_cancelled:
-            return
-        raise UserError(f"job {job_id} is not cancelled yet", f"no loop confirmed it within {CANCEL_VERIFY_TIMEOUT:.0f} s",
-                        "check `headnode scheduler status`")
+
+        def here(_: int) -> None:
+            self.call_from_thread(self.notify, f"job {job_id}: no scheduler loop is running; stopping it from here")
+
+        self.call_from_thread(self.notify, f"job {job_id}: cancelling")
+        [outcome] = self.write(lambda store: control.cancel(
+            store, self.inventory, [job_id], on_here=here, should_stop=lambda: worker.is_cancelled))  # the console may quit
+        if not worker.is_cancelled:
+            self.call_from_thread(self._cancelled, outcome)
+
+    def _cancelled(self, outcome: control.CancelOutcome) -> None:
+        """Say how a cancel ended: verified, or per host what is still there or why it did not answer."""
+        j = outcome.job_id
+        if outcome.verified:
+            self._changed(outcome.sentence(), title=f"job {j}: cancel verified")
+        elif outcome.done and not outcome.left:  # it ended on its own before the cancel took effect
+            self._changed(outcome.sentence(), title=f"job {j} ended {outcome.state}", severity="warning")
+        else:
+            lines = [f"{r.host}: did not answer ({r.error})" if r.error else f"{r.host}: still runs {', '.join(r.left)}"
+                     for r in outcome.left]
+            self._changed("\n".join(lines or [outcome.sentence()]), title=f"job {j}: cancel NOT verified",
+                          severity="error", timeout=60)
 
     @work(thread=True, group="drain", exit_on_error=False)
     def set_draining(self, host: str, draining: bool | None) -> None:
@@ -296,9 +307,9 @@ class HeadnodeApp(App):
         now_draining = self.write(change)
         self.call_from_thread(self._changed, f"{host}: {'draining' if now_draining else 'accepting jobs again'}")
 
-    def _changed(self, message: str) -> None:
+    def _changed(self, message: str, **notify: Any) -> None:
         """After an action: say what changed and re-read the screen at once rather than on its timer."""
-        self.notify(message)
+        self.notify(message, **notify)
         poll = getattr(self.screen, "poll", None)
         if poll is not None:
             poll()

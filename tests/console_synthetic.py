@@ -126,13 +126,13 @@ def screen_text(app) -> str:
 
 async def settle(pilot) -> None:
     """Let the polls in flight finish and their results be drawn."""
-    from textual.worker import WorkerCancelled
+    from textual.worker import WorkerCancelled, WorkerFailed
 
     for _ in range(2):
-        for _ in range(5):  # a poll replaced by a newer one (exclusive) reports itself cancelled
-            try:
+        for _ in range(5):  # a worker replaced by a newer one (exclusive) reports itself cancelled, a failed
+            try:  # one (shown to the user by the app) raises here: wait for the others again
                 await pilot.app.workers.wait_for_complete()
                 break
-            except WorkerCancelled:
+            except (WorkerCancelled, WorkerFailed):
                 continue
         await pilot.pause()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 from textual.widgets import Input
 
 from console.app import build_app
 from console.screens.confirm_cancel import ConfirmCancel
-from console.screens.submit import SubmitScreen
+from console.screens.submit import SubmitScreen, spec_from_form
+from scheduler import jobs
+from scheduler.errors import UserError
 from scheduler.store import Store
 from tests.console_synthetic import screen_text, settle, synthetic  # noqa: F401 (fixture)
 
@@ -21,6 +26,16 @@ def job_rows(inv, where: str = "1", params=()):
 
 async def fill(pilot, field: str, text: str) -> None:
     pilot.app.screen.query_one(f"#f-{field}", Input).value = text
+
+
+def notices(app) -> dict[str, str]:
+    """The notifications shown, title -> message (those with a title)."""
+    return {n.title: n.message for n in app._notifications if n.title}
+
+
+def shown_errors(app) -> dict[str, str]:
+    """The submit form's error labels that show something: label id -> text."""
+    return {label.id: str(label.content) for label in app.screen.query(".field-error") if str(label.content)}
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)])
@@ -45,7 +60,7 @@ async def test_submit_shows_a_mistake_under_its_field_then_submits(synthetic, si
         assert job_rows(synthetic, "name = 'bigrun'") == []
 
         await fill(pilot, "nodes", "2")
-        await fill(pilot, "gpus", "4")
+        await fill(pilot, "gpus_per_node", "4")
         await fill(pilot, "env", "NCCL_DEBUG=INFO")
         await fill(pilot, "time_limit", "30m")
         await pilot.press("ctrl+s")
@@ -64,14 +79,14 @@ async def test_a_cpu_job_asks_for_processes_per_node_and_a_gpu_job_cannot(synthe
         await pilot.press("n")
         await pilot.pause()
         await fill(pilot, "name", "cpurun")
-        await fill(pilot, "gpus", "1")
-        await fill(pilot, "procs", "4")
+        await fill(pilot, "gpus_per_node", "1")
+        await fill(pilot, "procs_per_node", "4")
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert "--procs-per-node is for CPU jobs only" in screen_text(app)
-        assert app.focused.id == "f-procs"
+        assert app.focused.id == "f-gpus_per_node"  # the library names the GPUs as what to change
 
-        await fill(pilot, "gpus", "")
+        await fill(pilot, "gpus_per_node", "")
         await pilot.press("ctrl+s")
         await settle(pilot)
         [job] = job_rows(synthetic, "name = 'cpurun'")
@@ -98,7 +113,42 @@ async def test_cancel_shows_what_will_stop_and_cancels_only_on_yes(synthetic):
         await pilot.press("y")
         await settle(pilot)
         assert job_rows(synthetic, "id = 41")[0]["state"] == "CANCELLED"
-        assert any("job 41: cancel verified" in n.message for n in app._notifications)
+        assert notices(app)["job 41: cancel verified"] == "job 41 cancelled before it started"
+
+
+@pytest.mark.parametrize(("field", "text"), [("nodes", "99"), ("data", "nosuch@v1")])
+async def test_submit_shows_a_library_error_under_the_field_the_error_names(synthetic, field, text):
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await fill(pilot, field, text)
+        spec = spec_from_form(app.screen.values())
+        with Store.for_state_dir(synthetic.state_dir) as store, pytest.raises(UserError) as refused:
+            jobs.submit(store, synthetic, spec)
+        assert refused.value.field == field
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert shown_errors(app) == {f"e-{field}": refused.value.sentence()}
+        assert app.focused.id == f"f-{field}"
+
+
+async def test_submit_shows_an_error_about_a_field_the_form_lacks_under_the_whole_form(synthetic, monkeypatch):
+    error = UserError("bad tag 'x y'", "tags contain only letters", "use a tag from hosts.toml", field="tags")
+
+    def refuse(store, inventory, spec):
+        raise error
+
+    monkeypatch.setattr(jobs, "submit", refuse)
+    app = build_app(synthetic, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert shown_errors(app) == {"e-form": error.sentence()}
 
 
 async def test_cancel_of_a_running_job_lists_its_nodes_and_gpus(synthetic):
@@ -177,3 +227,42 @@ async def test_verify_then_sync_a_dataset_from_the_datasets_screen(local_config,
         await settle(pilot)
         placement = app.screen.query_one("#placement-table")
         assert placement.row("localhost")[1] == "verified"
+
+
+async def test_cancel_from_the_console_with_no_loop_running_stops_the_job_verified(local_config):
+    from scheduler import inventory, loop
+    from scheduler.execute import Executor
+    from tests.test_loop_local import FAST, cycle_until, marked, submit
+
+    low = random.randrange(20000, 60000, 100)  # rendezvous ports: localhost's are shared with other runs
+    local_config.write_text(local_config.read_text() + FAST + f"port_range = [{low}, {low + 99}]\n")
+    inv = inventory.load(local_config)
+    with Store.for_state_dir(inv.state_dir) as store:
+        job_id = submit(store, inv, ["sleep", "300"])
+        executor = Executor(inv)
+        try:  # one loop, cycled here until the job runs, then gone: no lease is held
+            cycle_until(loop.Loop(inv, store, executor), store, job_id, {"RUNNING"})
+        finally:
+            executor.close()
+    for _ in range(100):  # RUNNING means the leader started; its environ can read empty mid-exec
+        if marked(inv, job_id):
+            break
+        time.sleep(0.1)
+    assert marked(inv, job_id)
+
+    app = build_app(inv, embedded_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon", *f"cancel {job_id}", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmCancel)
+        await pilot.press("y")
+        for _ in range(100):
+            await settle(pilot)
+            if notices(app):
+                break
+        assert notices(app) == {f"job {job_id}: cancel verified": f"job {job_id} cancelled; verified: no process left on localhost"}
+        assert f"job {job_id}: no scheduler loop is running; stopping it from here" in [n.message for n in app._notifications]
+    [row] = job_rows(inv, "id = ?", (job_id,))
+    assert row["state"] == "CANCELLED" and row["reason"].startswith("cancelled by ")
+    assert marked(inv, job_id) == []

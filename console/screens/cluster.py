@@ -61,6 +61,7 @@ GPU_COLUMNS = [
 
 class ClusterScreen(PolledScreen):
     tab = "cluster"
+    what = "the cluster screen"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="cluster.filter"),
         Binding("d", "drain", "Drain/undrain", id="cluster.drain"),

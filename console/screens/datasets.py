@@ -35,6 +35,7 @@ PLACEMENT_COLUMNS = [
 
 class DatasetsScreen(PolledScreen):
     tab = "datasets"
+    what = "the data screen"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="data.filter"),
         Binding("y", "sync", "Sync", id="data.sync"),

@@ -26,6 +26,7 @@ TRIM = 1_000
 
 class EventsScreen(PolledScreen):
     tab = "events"
+    what = "the events screen"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="events.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="events.clear"),

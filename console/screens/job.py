@@ -3,6 +3,8 @@ throughput, and the merged log following live (`f` cycles the node filter, `r` t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -30,6 +32,21 @@ NODE_COLUMNS = [
     Column("EXIT", 4, "right"),
 ]
 MAX_LOG_LINES = 20_000
+
+
+class Cursor(NamedTuple):
+    """Where the chart's next metrics read of rank 0's metrics file starts."""
+
+    host: str | None = None
+    run_dir: str | None = None
+    offset: int = 0
+    done: bool = False  # the job had ended at the last read: nothing more will be written
+
+
+class Loaded(NamedTuple):
+    detail: queries.JobDetail | None
+    metrics: list[dict]  # the lines from the cursor the read started at
+    cursor: Cursor  # where the next read starts
 
 
 def summary(d: queries.JobDetail) -> Text:
@@ -68,12 +85,12 @@ class JobScreen(PolledScreen):
     ]
 
     def __init__(self, job_id: int, **kw) -> None:
-        super().__init__(**kw)
         self.job_id = job_id
+        self.what = f"job {job_id}"
+        super().__init__(**kw)
         self.detail: queries.JobDetail | None = None
         self._follower: LogFollower | None = None
-        self._metrics_at: tuple[str, str, int] | None = None  # (host, run_dir, offset) of rank 0's metrics
-        self._metrics_done = False
+        self._cursor = Cursor()  # changed only by show(), on the UI thread
         self._lines: list = []
         self._node: int | None = None
         self._rank: int | None = None
@@ -98,22 +115,27 @@ class JobScreen(PolledScreen):
     def fetch(self, store):
         return queries.job_detail(store, self.job_id)
 
-    def load(self):
-        """The store read, then the new metrics lines from rank 0's host (over SSH when remote)."""
+    def load(self) -> Loaded:
+        """The store read, then the metrics lines written since the cursor on rank 0's host (over SSH
+        when remote). Polls never overlap, so the cursor read here is the one the last show() left."""
         detail = self.app.db.call(self.fetch)
+        at = self._cursor
         rank0 = next((n for n in detail.nodes if n["node_rank"] == 0 and n["run_dir"]), None) if detail else None
-        if rank0 is None or self._metrics_done:
-            return detail, []
-        self._metrics_done = detail.job["state"] in TERMINAL  # one last read after the end
-        host, run_dir, offset = self._metrics_at or (None, None, 0)
-        if (host, run_dir) != (rank0["host"], rank0["run_dir"]):
-            offset = 0
-        metrics, offset = read_metrics(self.app.executor, self.app.inventory, rank0["host"], rank0["run_dir"], offset)
-        self._metrics_at = (rank0["host"], rank0["run_dir"], offset)
-        return detail, metrics
+        if rank0 is None or at.done:
+            return Loaded(detail, [], at)
+        host, run_dir = rank0["host"], rank0["run_dir"]
+        offset = at.offset if (at.host, at.run_dir) == (host, run_dir) else 0
+        metrics, offset = read_metrics(self.app.executor, self.app.inventory, host, run_dir, offset)
+        done = detail.job["state"] in TERMINAL  # this was the last read
+        return Loaded(detail, metrics, Cursor(host, run_dir, offset, done))
 
-    def show(self, data) -> None:
-        detail, metrics = data
+    def show(self, data: Loaded) -> None:
+        detail, metrics, cursor = data
+        chart = self.query_one(LossChart)
+        if self._cursor.host is not None and cursor[:2] != self._cursor[:2]:
+            chart.reset()  # rank 0 moved (a new attempt elsewhere): its file starts over
+        self._cursor = cursor
+        chart.add(metrics)
         if detail is None:
             self.query_one("#job-summary", Static).update(f"job {self.job_id} not found")
             return
@@ -128,7 +150,6 @@ class JobScreen(PolledScreen):
         rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
                                  n["exit_code"]) for n in detail.nodes}
         self.query_one("#nodes-table", LineTable).set_rows(rows)
-        self.query_one(LossChart).add(metrics)
         self._append_log(self._follower.drain() if self._follower else [])
 
     def _append_log(self, new: list) -> None:

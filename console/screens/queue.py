@@ -35,6 +35,7 @@ SORTS = [(0, True), (2, False), (4, False), (1, False), (7, True)]  # id newest 
 
 class QueueScreen(PolledScreen):
     tab = "queue"
+    what = "the queue"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="queue.filter"),
         Binding("s", "sort", "Sort", id="queue.sort"),

@@ -12,16 +12,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+from textual.worker import Worker, WorkerState
 
 from scheduler import jobs
 from scheduler.errors import UserError
 
-# (field id, label, placeholder)
+# (field id, label, placeholder); the ids are JobSpec's field names, which UserError.field uses too
 FIELDS = (
     ("name", "Name", "default: from the command"),
     ("nodes", "Nodes", "1"),
-    ("gpus", "GPUs/node", "0 (CPU only)"),
-    ("procs", "Procs/node", "CPU jobs: 1; a GPU job runs one per GPU"),
+    ("gpus_per_node", "GPUs/node", "0 (CPU only)"),
+    ("procs_per_node", "Procs/node", "CPU jobs: 1; a GPU job runs one per GPU"),
     ("data", "Dataset", "NAME@VERSION (optional)"),
     ("command", "Command", "python -m trainer"),
     ("env", "Env", "K=V K2=V2 (optional)"),
@@ -29,6 +30,7 @@ FIELDS = (
     ("time_limit", "Time limit", "e.g. 30m, 2h (optional)"),
     ("retries", "Retries", "0"),
 )
+FIELD_IDS = {f for f, _, _ in FIELDS}
 
 
 @dataclass
@@ -70,8 +72,8 @@ def spec_from_form(values: dict[str, str]) -> jobs.JobSpec:
         command=command or list(jobs.DEFAULT_COMMAND),
         name=values["name"].strip() or None,
         nodes=_int(values, "nodes", 1, 1, "nodes"),
-        gpus_per_node=_int(values, "gpus", 0, 0, "GPUs per node"),
-        procs_per_node=_int(values, "procs", None, 1, "processes per node"),
+        gpus_per_node=_int(values, "gpus_per_node", 0, 0, "GPUs per node"),
+        procs_per_node=_int(values, "procs_per_node", None, 1, "processes per node"),
         data=values["data"].strip() or None,
         priority=_int(values, "priority", 0, -1_000_000, "priority"),
         time_limit=limit,
@@ -81,14 +83,9 @@ def spec_from_form(values: dict[str, str]) -> jobs.JobSpec:
 
 
 def field_of(error: UserError) -> str | None:
-    """Which field a library validation error is about, to show it there."""
-    what = error.what.lower()
-    for needle, field in (("procs-per-node", "procs"), ("--nodes", "nodes"), ("never start", "nodes"), ("gpus", "gpus"), ("data", "data"),
-                          ("job name", "name"), ("command", "command"), ("environment", "env"), ("--env", "env"),
-                          ("time limit", "time_limit"), ("retries", "retries")):
-        if needle in what:
-            return field
-    return None
+    """The form field a library error names, to show it there; None (under the whole form) for one
+    the form has no field for (tags) or an error about no field."""
+    return error.field if error.field in FIELD_IDS else None
 
 
 class SubmitScreen(ModalScreen[dict | None]):
@@ -143,3 +140,10 @@ class SubmitScreen(ModalScreen[dict | None]):
             self.app.call_from_thread(self.show_error, field_of(e), e.sentence())
             return
         self.app.call_from_thread(self.dismiss, job)
+
+    @on(Worker.StateChanged)
+    def _submit_failed(self, event: Worker.StateChanged) -> None:
+        """Anything else (the store locked, a bug) is said in the form, which stays open to retry."""
+        if event.state is WorkerState.ERROR:
+            error = event.worker.error
+            self.show_error(None, f"not submitted: {type(error).__name__}: {error}")
