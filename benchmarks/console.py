@@ -93,7 +93,7 @@ async def measure(inv, size: tuple[int, int], repeat: int) -> dict[str, list[flo
                 await syn.settle(pilot)
                 t0 = time.perf_counter()
                 app.simulate_key(key)
-                await until(lambda: app.current_mode == mode and app.screen.query("LineTable").first().row_count > 0)
+                await until(lambda mode=mode: app.current_mode == mode and app.screen.query("LineTable").first().row_count > 0)
                 paint(app)
                 results.setdefault(f"key {key} -> {mode} screen", []).append(time.perf_counter() - t0)
         table = app.screen.query_one("LineTable")
@@ -101,7 +101,7 @@ async def measure(inv, size: tuple[int, int], repeat: int) -> dict[str, list[flo
             before = table.cursor
             t0 = time.perf_counter()
             app.simulate_key("down")
-            await until(lambda: table.cursor == before + 1)
+            await until(lambda before=before: table.cursor == before + 1)
             paint(app)
             results.setdefault("key down -> queue cursor", []).append(time.perf_counter() - t0)
     return results

@@ -133,9 +133,9 @@ def main() -> int:
                   f"parallel ssh {h:.2f} s (medians of {args.repeat}) = {o / h:.2f}x; goal <= {GOAL:.2f}x: {verdict}")  # fmt: skip
 
             cancels, loop_share = [], []
-            for i in range(args.repeat):
+            for _ in range(args.repeat):
                 job_id = submit(config, "sleep")
-                wait_for(store, job_id, lambda r: past_allreduce(store, job_id), poll=0.1)
+                wait_for(store, job_id, lambda r, job_id=job_id: past_allreduce(store, job_id), poll=0.1)
                 t0 = time.perf_counter()
                 headnode("cancel", str(job_id), "--config", str(config))
                 cancels.append(time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""Cell formatters: plain values in, short strings or rich Text out. No Textual here.
+"""Cell formatters: plain values in, short strings or rich Text out. No Textual here. Durations,
+ages, sizes and counts are scheduler.humanize's, the same as the CLI's; this adds the console's styling.
 
 `now` is the console's clock; tests replace it to keep ages and times deterministic in snapshots.
 """
@@ -9,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
+
+from scheduler import humanize
 
 now: Callable[[], float] = time.time
 
@@ -26,14 +29,8 @@ def state(value: str | None) -> Text:
 
 
 def age(ts: float | None) -> str:
-    """Seconds since ts, as the largest unit that fits in 4 characters: 42s, 17m, 3h, 12d."""
-    if ts is None:
-        return ""
-    s = max(0.0, now() - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{int(s // size)}{unit}"
-    return f"{int(s)}s"
+    """humanize.age on the console's clock."""
+    return humanize.age(ts, now())
 
 
 def clock(ts: float | None) -> str:
@@ -44,29 +41,8 @@ def clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S" if t[:3] == today[:3] else "%m-%d %H:%M", t)
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def number(v: float | int | None, digits: int = 0) -> str:
-    """Compact: 950, 12.3k, 4.1M, 2.0G."""
-    if v is None:
-        return ""
-    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.1f}{suffix}"
-    return f"{v:.{digits}f}"
-
-
 def fixed(v: float | None, digits: int = 2) -> str:
     return "" if v is None else f"{v:.{digits}f}"
-
-
-def percent(v: float | None) -> str:
-    return "" if v is None else f"{v:.0f}%"
 
 
 def bar(fraction: float | None, width: int, label: str = "") -> Text:
@@ -88,12 +64,3 @@ def sparkline(values: Sequence[float | None], width: int, top: float = 100.0) ->
     chars = "".join(SPARKS[min(len(SPARKS) - 1, int(max(0.0, v) / top * (len(SPARKS) - 1) + 0.5))] for v in vals)
     return Text(chars.rjust(width), style="cyan")
 
-
-def nbytes(v: float | None) -> str:
-    """Bytes as GiB/MiB, compact."""
-    if v is None:
-        return ""
-    for suffix, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
-        if v >= size:
-            return f"{v / size:.1f}{suffix}"
-    return f"{int(v)}B"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from scheduler import rules
+from scheduler.hosts import gpus_in_use
 from scheduler.inventory import Inventory
 from scheduler.model import LIVE, sql_set
 from scheduler.store import Store
@@ -34,28 +36,16 @@ def overview(store: Store, inventory: Inventory, now: float) -> Overview:
     live = lease is not None and lease["expires_at"] > now
     counts = dict(store.conn.execute("SELECT state, count(*) FROM jobs WHERE state IN " + sql_set(LIVE) + " GROUP BY state").fetchall())
     up = store.one("SELECT count(*) AS n FROM hosts WHERE state = 'up'")["n"]
-    used = _gpus_in_use(store)
+    used = gpus_in_use(store)
     detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
-    total = sum((h.gpus if h.gpus is not None else detected.get(h.name) or 0) for h in inventory.hosts)
     return Overview(
         holder=lease["holder"] if live else None,
         last_cycle_at=lease["last_cycle_at"] if lease else None,
-        hosts_up=up, hosts=len(inventory.hosts), gpus_used=sum(len(v) for v in used.values()), gpus=total,
+        hosts_up=up, hosts=len(inventory.hosts),
+        gpus_used=sum(len(used.get(h.name, {})) for h in inventory.hosts),
+        gpus=sum(rules.host_gpus(h.gpus, detected.get(h.name)) or 0 for h in inventory.hosts),
         running=counts.get("RUNNING", 0) + counts.get("STARTING", 0), pending=counts.get("PENDING", 0),
     )
-
-
-def _gpus_in_use(store: Store) -> dict[str, dict[int, int]]:
-    """host -> {gpu index: job id} for the nodes of live attempts."""
-    out: dict[str, dict[int, int]] = {}
-    rows = store.conn.execute(
-        "SELECT n.host, n.gpus, n.job_id FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt"
-        " WHERE j.state IN ('STARTING', 'RUNNING') AND n.state IN ('PENDING', 'STARTING', 'RUNNING')"
-    )
-    for host, gpus, job_id in rows:
-        for g in json.loads(gpus or "[]"):
-            out.setdefault(host, {})[g] = job_id
-    return out
 
 
 # --- cluster -----------------------------------------------------------------------------------
@@ -70,7 +60,7 @@ class Cluster:
 
 def cluster(store: Store, inventory: Inventory) -> Cluster:
     rows = {r["name"]: r for r in store.query("SELECT name, state, draining, reason, gpus_detected FROM hosts")}
-    used = _gpus_in_use(store)
+    used = gpus_in_use(store)
     hosts, gpus, samples = {}, {}, {}
     # SQLite's json_extract (C) instead of json.loads per sample: 2,048 GPUs in a few ms
     host_stats = {h: (cpu, mem) for h, cpu, mem in _plain(store).execute(
@@ -86,14 +76,11 @@ def cluster(store: Store, inventory: Inventory) -> Cluster:
             job = next((p.get("job") for p in json.loads(procs) if p.get("job") is not None), None)
         gpus[(host, g)] = (g, name or "", util, (mem_used, mem_total), temp, power, job)
         samples[(host, g)] = util
-    seen = {h for h, _ in gpus}
     for h in inventory.hosts:
         r = rows.get(h.name) or {}
-        st = "draining" if r.get("draining") else r.get("state") or "unknown"
         cpu, mem = host_stats.get(h.name, (None, None))
-        total = h.gpus if h.gpus is not None else r.get("gpus_detected")
-        if total is None and h.name in host_stats:  # telemetry answers for the host: it sees no GPU at all
-            total = sum(1 for host, _ in gpus if host == h.name) if h.name in seen else 0
+        st = rules.host_state(r.get("state"), r.get("draining"))
+        total = rules.host_gpus(h.gpus, r.get("gpus_detected"))
         jobs = sorted(set(used.get(h.name, {}).values()))
         hosts[h.name] = (h.name, st, (len(used.get(h.name, {})), total), cpu, mem, " ".join(map(str, jobs)))
     return Cluster(hosts, gpus, samples)

@@ -116,16 +116,17 @@ def cancel_here(store: Store, executor, inventory: Inventory, job_id: int, actor
     Holds the scheduler lease meanwhile, so no loop starts acting on the job at the same time.
     Returns False if a loop holds the lease (it acts on the recorded intent: wait for it instead).
     """
-    holder = f"{lease.holder_id()}/cancel"
+    holder, ttl = f"{lease.holder_id()}/cancel", inventory.settings.lease_ttl
     try:
-        lease.acquire(store, holder, "cancel", inventory.settings.grace_period + teardown.KILL_WAIT + 60)
+        lease.acquire(store, holder, "cancel", ttl)
     except lease.LeaseHeld:
         return False
     try:
-        lifecycle.request_cancel(store, job_id, actor=actor)
-        job = jobs.get(store, job_id)
-        if job.active:
-            finish(store, executor, inventory, job, Ending(AttemptState.CANCELLED, f"cancelled by {actor}", actor=actor))
+        with lease.Keeper(store.path, holder, ttl):  # the teardown may take longer than the ttl
+            lifecycle.request_cancel(store, job_id, actor=actor)
+            job = jobs.get(store, job_id)
+            if job.active:
+                finish(store, executor, inventory, job, Ending(AttemptState.CANCELLED, f"cancelled by {actor}", actor=actor))
         return True
     finally:
         lease.release(store, holder)

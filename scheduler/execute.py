@@ -7,11 +7,18 @@ switched to RejectPolicy with the system and inventory known_hosts loaded. A hos
 
 Commands are argv lists, quoted with shlex.join for the remote shell; environment variables travel
 as an `env K=V ...` prefix (sshd's AcceptEnv is usually closed).
+
+A failed connection becomes one true sentence (connect_error), never paramiko's own words: a host that
+accepts TCP but never sends its SSH banner (sshd stopped or swamped) is reported as exactly that within
+the connect timeout, and paramiko's log records (its transport thread logs tracebacks) never reach the
+terminal: they are dropped, or written to STATE_DIR/ssh-debug.log under HEADNODE_DEBUG=1.
 """
 
 from __future__ import annotations
 
 import abc
+import errno
+import logging
 import os
 import select
 import shlex
@@ -27,8 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .inventory import Host, Inventory
+from .terminal import escape_controls
+from .remote import source
 
 NOT_FOUND = 127  # the shell's "command not found"
+DEBUG_LOG = "ssh-debug.log"  # under the state dir, with HEADNODE_DEBUG=1: paramiko's own log
 
 
 @dataclass
@@ -47,7 +57,7 @@ class Result:
         if self.error:
             return self.error
         if self.exit_code:
-            tail = (self.stderr.strip().splitlines() or [""])[-1][:200]
+            tail = escape_controls((self.stderr.strip().splitlines() or [""])[-1][:200])  # the host's words
             return f"exited {self.exit_code}" + (f": {tail}" if tail else "")
         return None
 
@@ -56,16 +66,19 @@ class HostUnreachable(Exception):
     """Raised by helpers that need a result (stream, put); carries the human sentence."""
 
 
-# `python -c` puts the working directory (the login home) first on sys.path, so a stray socket.py or
-# json.py there would replace the real module in our programs. `-I` would also drop the user's
-# site-packages (where torch may live), so a two-line bootstrap drops only that entry, then runs the
-# program (passed as the first argument; compiled whole, so `from __future__` still works).
-BOOTSTRAP = (
-    "import sys\n"
-    "if sys.path and sys.path[0] in ('', '.'): del sys.path[0]\n"
-    "code = sys.argv.pop(1)\n"
-    "exec(compile(code, '<headnode>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})\n"
-)
+class HandshakeFailed(Exception):
+    """The host took the TCP connection, but the SSH handshake did not complete: at `stage` ("banner":
+    no SSH version line yet; "key exchange": after it), because nothing came within `seconds`, or because
+    the server closed the connection (`closed`)."""
+
+    def __init__(self, stage: str, seconds: float, closed: bool = False):
+        super().__init__(f"SSH handshake failed at the {stage} ({'closed' if closed else f'nothing within {seconds:g} s'})")
+        self.stage, self.seconds, self.closed = stage, seconds, closed
+
+
+# Every Python program goes through remote/bootstrap.py, so that the login directory cannot shadow the
+# standard library: `python -c BOOTSTRAP PROGRAM ARG...`.
+BOOTSTRAP = source("bootstrap.py")
 
 
 def python_argv(host: Host, code: str, args: Sequence[str] = (), *, flags: Sequence[str] = ()) -> list[str]:
@@ -82,6 +95,7 @@ class Executor:
     def __init__(self, inventory: Inventory, *, connect_timeout: float = 5.0):
         self.inventory = inventory
         self.connect_timeout = connect_timeout
+        quiet_paramiko(inventory.state_dir)
         self._conns: dict[str, object] = {}
         self._locks: dict[str, threading.Lock] = {h.name: threading.Lock() for h in inventory.hosts}
         self._guard = threading.Lock()
@@ -99,7 +113,14 @@ class Executor:
             if conn is not None and conn.is_connected:
                 return conn
             conn = self._new_connection(host)
-            conn.open()
+            try:
+                conn.open()
+            except Exception as e:
+                cause = _handshake_failure(conn, e, self.connect_timeout)
+                _close_chain(conn)  # else its transport thread waits on for the banner
+                if cause is e:
+                    raise
+                raise cause from e
             conn.transport.set_keepalive(5)  # notice a dead link between commands
             self._conns[host.name] = conn
             return conn
@@ -107,7 +128,9 @@ class Executor:
     def _new_connection(self, host: Host):
         import fabric  # 160 ms: only commands that touch remote hosts pay it
 
-        kwargs: dict = {}
+        # Every wait of the handshake within the connect timeout: the TCP connect and the negotiation
+        # (Fabric passes connect_timeout as paramiko's `timeout`), the banner and each auth reply.
+        kwargs: dict = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
         if host.identity_file:
             kwargs["key_filename"] = [host.identity_file]
         conn = fabric.Connection(
@@ -124,10 +147,7 @@ class Executor:
         with self._lock(host):
             conn = self._conns.pop(host.name, None)
         if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+            _close_chain(conn)
 
     def close(self) -> None:
         for h in list(self._conns):
@@ -157,7 +177,7 @@ class Executor:
         try:
             conn = self.connection(host)
         except Exception as e:
-            return Result(host.name, False, None, "", "", connect_error(host, e), time.monotonic() - t0)
+            return Result(host.name, False, None, "", "", connect_error(host, e, self.connect_timeout), time.monotonic() - t0)
         return self._run_remote(host, conn, argv, input, timeout, t0)
 
     def _run_remote(self, host, conn, argv, input, timeout, t0) -> Result:
@@ -173,7 +193,7 @@ class Executor:
             chan.shutdown_write()
         except Exception as e:
             self.drop(host)  # a wedged transport (cut link): reconnect next time
-            return Result(host.name, False, None, "", "", connect_error(host, e), time.monotonic() - t0)
+            return Result(host.name, False, None, "", "", connect_error(host, e, self.connect_timeout), time.monotonic() - t0)
         out, err = bytearray(), bytearray()
         try:
             while True:
@@ -251,7 +271,7 @@ class Executor:
             chan.exec_command(shlex.join(argv))
         except Exception as e:
             self.drop(host)
-            raise HostUnreachable(connect_error(host, e)) from None
+            raise HostUnreachable(connect_error(host, e, self.connect_timeout)) from None
         if input:
             chan.sendall(input.encode())
         if read_timeout:
@@ -267,7 +287,7 @@ class Executor:
             self.connection(host).put(str(local_path), remote_path)
         except Exception as e:
             self.drop(host)
-            raise HostUnreachable(connect_error(host, e)) from None
+            raise HostUnreachable(connect_error(host, e, self.connect_timeout)) from None
 
     def ssh_command(self, host: Host) -> list[str]:
         """The OpenSSH client argv that reaches host with the same settings (for rsync -e)."""
@@ -368,37 +388,140 @@ def _reject_unknown_keys(conn, host: Host) -> None:
         c = c.gateway if not isinstance(c.gateway, str) else None
 
 
-def connect_error(host: Host, e: BaseException) -> str:
-    """Turn paramiko/socket exceptions into one sentence that says what to do."""
+def connect_error(host: Host, e: BaseException, seconds: float | None = None) -> str:
+    """Turn paramiko/socket exceptions into one true sentence that says what to do; `seconds` is the
+    connect timeout the connection was held to. paramiko's own texts ("No existing session", "Error
+    reading SSH protocol banner") say where it stopped, not why, and never reach the user."""
     import paramiko
 
     where = f"{host.address}:{host.port or 22}"
+    within = f"within {seconds:g} s" if seconds else "within the connect timeout"
     known = host.known_hosts or "~/.ssh/known_hosts"
     keyscan = shlex.join(["ssh-keyscan", *(["-p", str(host.port)] if host.port else []), host.address])
+    text = str(e)
+    if isinstance(e, HandshakeFailed):
+        if e.closed and e.stage == "banner":
+            return (f"unreachable: {where} closed the connection before sending an SSH banner "
+                    f"(sshd at its MaxStartups limit, or no SSH server on that port?)")
+        if e.closed:
+            return f"SSH key exchange with {where} failed: the server closed the connection (see its sshd log)"
+        if e.stage == "banner":
+            return f"no SSH banner from {where} within {e.seconds:g} s (sshd hung or overloaded?)"
+        return f"SSH key exchange with {where} did not finish within {e.seconds:g} s (sshd hung or overloaded?)"
     if isinstance(e, paramiko.BadHostKeyException):
         return (
             f"host key changed for {where}: the server's key does not match {known} (possible "
             f"man-in-the-middle, or the host was reinstalled); if the change is expected, remove the old "
             f"entry with `ssh-keygen -R {host.address} -f {known}` and add the new one with `{keyscan} >> {known}`"
         )
-    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
-        return f"host key unknown for {where}: it is not in {known}; to trust this host, check its fingerprint and run `{keyscan} >> {known}`"
+    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in text:
+        return (f"host key unknown for {where}: it is not in {known}; to trust this host, check its fingerprint and run "
+                f"`{keyscan} >> {known}`")
+    if isinstance(e, paramiko.AuthenticationException) and "timeout" in text.lower():
+        return f"no answer to authentication from {where} {within} (sshd hung or overloaded?)"
     if isinstance(e, paramiko.AuthenticationException):
-        return f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, or load the key into ssh-agent"
-    if isinstance(e, paramiko.SSHException) and "Timeout opening channel" in str(e):
+        return (f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, "
+                "or load the key into ssh-agent")
+    if isinstance(e, paramiko.ChannelException):
+        return f"{where} refused to open a session ({_short(e.text)}; sshd's MaxSessions reached?)"
+    if isinstance(e, paramiko.SSHException) and "Timeout opening channel" in text:
         return f"unreachable: {where} stopped answering (no reply to opening a channel; link down?)"
+    if isinstance(e, paramiko.SSHException) and text in ("No existing session", "SSH session not active"):
+        return f"unreachable: lost the SSH connection to {where} (sshd restarted, or the link dropped?)"
+    if isinstance(e, EOFError) or (isinstance(e, paramiko.SSHException) and text.startswith("Channel closed")):
+        return f"SSH to {where}: the server closed the channel before the command ran (an over-long command line? see its sshd log)"
     if isinstance(e, (socket.timeout, TimeoutError)):
-        return f"unreachable: no answer from {where} within the connect timeout"
+        return f"unreachable: no answer from {where} {within} (host down, or a firewall dropping SSH?)"
     if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
-        return f"unreachable: {where} refused the connection (is sshd running there, on that port?)"
+        if all(getattr(err, "errno", None) == errno.ECONNREFUSED for err in e.errors.values()):
+            return f"unreachable: {where} refused the connection (is sshd running there, on that port?)"
+        return f"unreachable: no route to {where} (host down, or not on this network?)"
+    if isinstance(e, socket.gaierror):
+        return f"unreachable: cannot resolve {host.address} ({_short(e)}); check the address in hosts.toml"
     if isinstance(e, OSError):
         return f"unreachable: cannot connect to {where} ({_short(e)})"
     return f"SSH to {where} failed: {_short(e)}"
 
 
-def _short(e: BaseException) -> str:
+def _short(e: BaseException | str) -> str:
+    """The first line of an error, at most 200 characters, its control characters escaped (a host may
+    have written it)."""
     s = str(e) or type(e).__name__
-    return s.splitlines()[0][:200]
+    return escape_controls(s.splitlines()[0][:200] if s.strip() else s[:200])
+
+
+def _handshake_failure(conn, e: BaseException, seconds: float) -> BaseException:
+    """What really stopped conn.open(): a HandshakeFailed when the server took the TCP connection but
+    the SSH handshake did not complete, else `e` itself (TCP errors; host key and authentication come
+    after the handshake and are already precise)."""
+    import paramiko
+
+    t = conn.client.get_transport()
+    if t is None or t.initial_kex_done:
+        return e
+    stage = "key exchange" if t.remote_version else "banner"
+    cause = e
+    if not _banner_error(e):
+        cause = t.get_exception() or e  # what the transport thread died of, if it did
+    if _banner_error(cause):
+        # paramiko raises it from inside the read's except: the read's own error is its __context__
+        timed_out = isinstance(cause.__context__, (socket.timeout, TimeoutError))
+        return HandshakeFailed("banner", seconds, closed=not timed_out)
+    if isinstance(cause, EOFError) or (isinstance(cause, OSError) and not isinstance(cause, TimeoutError)):
+        return HandshakeFailed(stage, seconds, closed=True)
+    if isinstance(cause, paramiko.SSHException) and str(cause) == "No existing session":
+        # start_client waited out its timeout while the thread still waited: nothing came in time
+        return HandshakeFailed(stage, seconds)
+    return cause
+
+
+def _banner_error(e: BaseException) -> bool:
+    return str(e).startswith("Error reading SSH protocol banner")
+
+
+def _close_chain(conn) -> None:
+    """Close a Fabric connection and the ProxyJump gateways behind it (Fabric's close leaves those
+    open), whether or not its handshake finished."""
+    c = conn
+    while c is not None and hasattr(c, "client"):
+        try:
+            c.close()
+            c.client.close()  # Fabric's close skips a transport whose handshake is still running
+        except Exception:
+            pass
+        c = c.gateway if not isinstance(c.gateway, str) else None
+
+
+_log_lock = threading.Lock()
+_log_configured = False
+
+
+def quiet_paramiko(state_dir: str | os.PathLike | None) -> None:
+    """Keep paramiko's log away from the terminal, once per process.
+
+    paramiko logs through `logging`, and its transport thread logs every failed handshake at ERROR
+    with a traceback. headnode configures no logging, so Python's last-resort handler printed those
+    on stderr: the CLI's, `scheduler run`'s, or over the console's screen. Here its records stop at the
+    "paramiko" logger: dropped unformatted, or under HEADNODE_DEBUG=1 appended to STATE_DIR/ssh-debug.log."""
+    global _log_configured
+    with _log_lock:
+        if _log_configured:
+            return
+        _log_configured = True
+    logger = logging.getLogger("paramiko")
+    logger.propagate = False  # nothing reaches the root logger's handlers, whoever configures them
+    handler: logging.Handler = logging.NullHandler()
+    logger.setLevel(logging.CRITICAL + 1)
+    if os.environ.get("HEADNODE_DEBUG") == "1" and state_dir is not None:
+        try:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(Path(state_dir) / DEBUG_LOG, encoding="utf-8")
+        except OSError:
+            pass  # no writable state dir: no debug log, and still nothing on the terminal
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
+            logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
 
 
 def _run_local(host: Host, argv: list[str], input, timeout: float, t0: float) -> Result:
@@ -423,5 +546,6 @@ def _run_local(host: Host, argv: list[str], input, timeout: float, t0: float) ->
         proc.communicate()
         return Result(host.name, False, None, "", "", f"timed out after {timeout:g} s", time.monotonic() - t0)
     return Result(
-        host.name, proc.returncode == 0, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), None, time.monotonic() - t0
+        host.name, proc.returncode == 0, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), None,
+        time.monotonic() - t0,
     )

@@ -1,16 +1,16 @@
-"""Hosts: the inventory mirrored into the store, their state, drain, and the probe."""
+"""Hosts: the inventory mirrored into the store, their state, drain, and the probe (remote/probe_host.py)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
+from . import rules
 from .execute import NOT_FOUND, Executor, Result
 from .inventory import Host, Inventory
+from .remote import source
 from .store import Store, dumps, loads
 
-PROBE_SOURCE = (Path(__file__).with_name("probe_host.py")).read_text()
 PROBE_TIMEOUT = 20.0
 
 
@@ -28,19 +28,15 @@ def sync_inventory(store: Store, inventory: Inventory) -> None:
             )
 
 
-def display_state(row: dict) -> str:
-    if row.get("draining"):
-        return "draining"
-    return row.get("state") or "unknown"
-
-
-def gpus_in_use(store: Store) -> dict[str, int]:
-    used: dict[str, int] = {}
-    for r in store.query(
-        "SELECT n.host, n.gpus FROM job_nodes n JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
-        "WHERE j.state IN ('STARTING', 'RUNNING')"
+def gpus_in_use(store: Store) -> dict[str, dict[int, int]]:
+    """host -> {GPU index: job id} for the GPUs in use by rules.node_holds_gpus: what `headnode hosts`,
+    its --json and the console's Cluster screen show, and what the scheduler places around."""
+    used: dict[str, dict[int, int]] = {}
+    for host, gpus, job_id in store.conn.execute(
+        f"SELECT n.host, n.gpus, n.job_id FROM job_nodes n JOIN jobs j ON j.id = n.job_id WHERE {rules.NODE_HOLDS_GPUS_SQL}"
     ):
-        used[r["host"]] = used.get(r["host"], 0) + len(loads(r["gpus"], []))
+        for g in loads(gpus, []):
+            used.setdefault(host, {})[g] = job_id
     return used
 
 
@@ -55,11 +51,11 @@ def summaries(store: Store, inventory: Inventory) -> list[dict]:
             {
                 "name": h.name,
                 "address": h.address,
-                "state": display_state(r),
-                "gpus": h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                "state": rules.host_state(r.get("state"), r.get("draining")),
+                "gpus": rules.host_gpus(h.gpus, r.get("gpus_detected")),
                 "gpus_declared": h.gpus,
                 "gpus_detected": r.get("gpus_detected"),
-                "gpus_in_use": used.get(h.name, 0),
+                "gpus_in_use": len(used.get(h.name, {})),
                 "tags": list(h.tags),
                 "reason": r.get("reason"),
                 "last_seen": r.get("last_seen"),
@@ -87,7 +83,7 @@ def set_draining(store: Store, inventory: Inventory, name: str, draining: bool, 
 
 def probe(executor: Executor, hosts: list[Host], *, timeout: float = PROBE_TIMEOUT) -> list[dict]:
     """One round trip per host, all hosts at once. Returns the `hosts probe --json` entries."""
-    results = executor.python_many(hosts, PROBE_SOURCE, lambda h: [h.path()], timeout=timeout)
+    results = executor.python_many(hosts, source("probe_host.py"), lambda h: [h.path()], timeout=timeout)
     return [interpret(h, results[h.name]) for h in hosts]
 
 

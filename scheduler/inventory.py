@@ -265,7 +265,8 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
         port = merged.get("port")
         key = (h["address"], port or 22)
         if key in addresses and not is_local:
-            chk.fail(where, f"duplicate address {h['address']} (also host {addresses[key]!r})", "give every host its own address or port", "address", start=start)
+            chk.fail(where, f"duplicate address {h['address']} (also host {addresses[key]!r})", "give every host its own address or port",
+                     "address", start=start)
         addresses[key] = name
         hosts.append(
             Host(
@@ -293,7 +294,8 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
             if k == "port_range":
                 ok = isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
                 if not ok or not (1024 <= v[0] <= v[1] <= 65535):
-                    chk.fail(f"[{section}]", f"port_range must be [LOW, HIGH] within 1024..65535, not {v!r}", "e.g. port_range = [29500, 29999]", k)
+                    chk.fail(f"[{section}]", f"port_range must be [LOW, HIGH] within 1024..65535, not {v!r}",
+                             "e.g. port_range = [29500, 29999]", k)
                 v = (v[0], v[1])
             else:
                 chk.type_(f"[{section}]", k, v, float)

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from . import lifecycle, policy
+from . import lifecycle, policy, rules
 from .errors import NotFound, UserError
 from .inventory import NAME_RE, Inventory
 from .model import ACTIVE, LIVE, TERMINAL, Attempt, Job, Node, sql_set
 from .store import Store
 
 DEFAULT_COMMAND = ("python", "-m", "trainer")
+# SSH runs a node's start as `sh -c COMMAND`: one argv string, which the kernel caps at MAX_ARG_STRLEN
+# (32 pages) -- past it the exec fails with E2BIG on the host, every time. Leave room for our part.
+MAX_ARG_STRLEN = 131_072
+MAX_START_BYTES = MAX_ARG_STRLEN - 16_384
 MAX_NAME = 100
 UNKNOWN_GPUS = 1 << 16
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -178,6 +183,15 @@ def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
                 field="tags",
             )
     parse_env([f"{k}={v}" for k, v in spec.env.items()])
+    size = len(shlex.join(spec.command).encode()) + sum(len(f"{k}={v}".encode()) + 3 for k, v in spec.env.items())
+    if size > MAX_START_BYTES:
+        raise UserError(
+            f"the command and environment are too large to start ({size:,} bytes)",
+            f"a node starts with them in one argument of its host's shell, and Linux takes at most {MAX_ARG_STRLEN:,}"
+            " bytes there (headnode's own part included)",
+            "put long arguments in a file on the hosts and pass its path",
+            field="command",
+        )
     job = policy.PendingJob(id=0, nodes=spec.nodes, gpus_per_node=spec.gpus_per_node, tags=frozenset(spec.tags))
     reason = policy.feasible(_host_views(store, inventory), job)
     if reason:
@@ -220,7 +234,7 @@ def _check_name(name: str) -> None:
 def host_gpus(store: Store, inventory: Inventory) -> dict[str, int | None]:
     """GPUs per inventory host: declared, else detected by the last probe, else None (not known yet)."""
     detected = {r["name"]: r["gpus_detected"] for r in store.query("SELECT name, gpus_detected FROM hosts")}
-    return {h.name: h.gpus if h.gpus is not None else detected.get(h.name) for h in inventory.hosts}
+    return {h.name: rules.host_gpus(h.gpus, detected.get(h.name)) for h in inventory.hosts}
 
 
 def _host_views(store: Store, inventory: Inventory) -> list[policy.HostView]:

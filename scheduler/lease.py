@@ -145,3 +145,57 @@ def release(store: Store, holder: str) -> None:
         cur = store.execute("UPDATE lease SET expires_at = ? WHERE name = ? AND holder = ?", (time.time(), NAME, holder))
         if cur.rowcount:
             store.event(f"lease:{NAME}", "released", holder)
+
+
+class Keeper:
+    """Keeps a held lease alive from a thread of its own, every ttl/3, whatever the holder is doing:
+    a teardown that waits out a long grace period, or a slow start, must not let the lease lapse
+    while the work is half done (another loop would start acting on the same jobs). `lost` is set
+    once a renewal finds the lease taken; the holder checks it between steps and stops at once."""
+
+    def __init__(self, path, holder: str, ttl: float):
+        import threading
+
+        self.holder, self.ttl = holder, ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(path,), name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> Keeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.ttl)
+
+    def _run(self, path) -> None:
+        with Store(path, actor=self.holder) as store:  # a connection of its own: sqlite3 stays per thread
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    if not renew(store, self.holder, self.ttl):
+                        self.lost.set()
+                        return
+                except Exception:  # a busy or briefly failing store: try again at the next tick
+                    continue
+
+
+def wait_for_cancel(store: Store, holder: str, kind: str, ttl: float, *, timeout: float, note=None) -> Lease:
+    """acquire(), but a lease held by a cancel in progress (a CLI-driven teardown, kind "cancel") is
+    waited for up to `timeout` instead of refused: it ends by itself once its hosts are verified.
+    `note(lease)` is called once when the wait begins."""
+    deadline = time.monotonic() + timeout
+    noted = False
+    while True:
+        try:
+            return acquire(store, holder, kind, ttl)
+        except LeaseHeld:
+            held = active(store)
+            if held is None:
+                continue
+            if held.kind != "cancel" or time.monotonic() >= deadline:
+                raise
+            if not noted and note is not None:
+                note(held)
+                noted = True
+            time.sleep(0.2)

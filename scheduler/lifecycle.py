@@ -193,10 +193,16 @@ def record_facts(store: Store, node: Node, st: NodeStatus, now: float) -> None:
 # --- ending -----------------------------------------------------------------------------------------
 
 
-def next_state(ending: AttemptState, failures: int, retries: int) -> JobState:
-    """The retry rule: an attempt that never really ran goes back to the queue uncharged; a failed
-    one does while its failures (this one included) are within --retries; any other end is final."""
-    if ending == AttemptState.ABORTED or (ending == AttemptState.FAILED and failures <= retries):
+MAX_ABORTED = 10  # starts that never really ran (a host that did not answer, a busy port) before giving up
+
+
+def next_state(ending: AttemptState, failures: int, retries: int, aborted: int = 0) -> JobState:
+    """The retry rule: an attempt that never really ran goes back to the queue uncharged, up to
+    MAX_ABORTED times (a job that can never start must not cycle forever); a failed one does while
+    its failures (this one included) are within --retries; any other end is final."""
+    if ending == AttemptState.ABORTED:
+        return JobState.PENDING if aborted <= MAX_ABORTED else JobState.FAILED
+    if ending == AttemptState.FAILED and failures <= retries:
         return JobState.PENDING
     return JobState(ending.value)
 
@@ -240,9 +246,13 @@ def end_attempt(store: Store, job: Job, ending: Ending, verdict: Verdict) -> tup
             "UPDATE attempts SET state = ?, reason = ?, ended_at = ?, verdict = ? WHERE job_id = ? AND attempt = ?",
             (ending.state, ending.reason, now, verdict.to_json(), job.id, job.attempt),
         )
-        failures = store.one("SELECT count(*) AS n FROM attempts WHERE job_id = ? AND state = ?", (job.id, AttemptState.FAILED))["n"]
-        state = next_state(ending.state, failures, fresh.retries)
-        if state == JobState.PENDING:
+        counts = dict(store.execute("SELECT state, count(*) FROM attempts WHERE job_id = ? GROUP BY state", (job.id,)).fetchall())
+        failures, aborted = counts.get(AttemptState.FAILED.value, 0), counts.get(AttemptState.ABORTED.value, 0)
+        state = next_state(ending.state, failures, fresh.retries, aborted)
+        if state == JobState.FAILED and ending.state == AttemptState.ABORTED:
+            text = f"FAILED: gave up after {aborted} starts that never ran (the last: {ending.reason}); {said}"
+            store.execute("UPDATE jobs SET state = ?, reason = ?, ended_at = ? WHERE id = ?", (state, text, now, job.id))
+        elif state == JobState.PENDING:
             used = f" ({failures} of {fresh.retries} retries used)" if ending.state == AttemptState.FAILED else ""
             text = f"attempt {job.attempt} ended: {ending.reason}; {said}; retrying as attempt {job.attempt + 1}{used}"
             store.execute("UPDATE jobs SET state = ?, reason = ? WHERE id = ?", (state, text, job.id))

@@ -2,10 +2,10 @@
 
 Each node of an attempt writes `{run_dir}/attempt-{a}/node-{k}.log` on its host; torchrun prefixes
 its workers' lines with their global rank (launch.LOG_PREFIX_RE). A one-shot read is one round trip
-per host. A follow is one long-lived command per node (a tiny Python program on the host) that
-sends only what was appended since its last read, ends by itself once the node's exit file exists
-and the log is drained, or when the head closes the stream; lines from all nodes are merged as they
-arrive.
+per host (remote/log_read.py). A follow is one long-lived command per node (remote/log_follow.py)
+that sends only what was appended since its last read, ends by itself once the node's exit file
+exists and the log is drained, or when the head closes the stream; lines from all nodes are merged
+as they arrive.
 """
 
 from __future__ import annotations
@@ -22,47 +22,11 @@ from .execute import Executor, HostUnreachable, python_argv
 from .inventory import Inventory
 from .launch import LOG_PREFIX_RE
 from .model import JobState
+from .remote import source
 from .store import Store
 
 READ_TIMEOUT = 30.0
 DRAIN_GRACE = 3.0  # after the store says an attempt ended: how long to wait for lines still in flight
-
-# Runs on the host: print the named files as one JSON object {path: {"text"|"error": ...}}.
-READ_CODE = """
-import json, sys
-out = {}
-for p in sys.argv[1:]:
-    try:
-        with open(p, "rb") as f:
-            out[p] = {"text": f.read().decode("utf-8", "replace")}
-    except OSError as e:
-        out[p] = {"error": e.strerror or str(e)}
-json.dump(out, sys.stdout)
-"""
-
-# Runs on the host: stream PATH (waiting for it to appear) until EXIT exists and PATH is drained, or
-# until stdin closes (the head closed the stream: no reader is left behind on the host).
-FOLLOW_CODE = """
-import os, select, sys
-path, exit_path = sys.argv[1], sys.argv[2]
-out, f = sys.stdout.buffer, None
-while True:
-    done = os.path.exists(exit_path)  # checked before reading: all written before it gets read below
-    if f is None and os.path.exists(path):
-        f = open(path, "rb")
-    while f is not None:
-        chunk = f.read(1 << 16)
-        if not chunk:
-            break
-        out.write(chunk)
-    out.flush()
-    if done:
-        break
-    ready, _, _ = select.select([sys.stdin], [], [], 0.25)
-    if ready and not os.read(0, 4096):
-        break
-"""
-
 
 @dataclass(frozen=True)
 class NodeLog:
@@ -125,7 +89,7 @@ def read(
         by_host.setdefault(n.host, []).append(n)
     results = executor.python_many(
         [inventory.host(h) for h in by_host],
-        READ_CODE,
+        source("log_read.py"),
         lambda h: [n.log_path for n in by_host[h.name]],
         timeout=READ_TIMEOUT,
     )
@@ -182,7 +146,7 @@ def _follow_attempt(store, executor, inventory, job_id, attempt, logs, rank, pol
     for n in logs:
         host = inventory.host(n.host)
         try:
-            s = executor.stream(host, python_argv(host, FOLLOW_CODE, [n.log_path, n.exit_path]))
+            s = executor.stream(host, python_argv(host, source("log_follow.py"), [n.log_path, n.exit_path]))
         except HostUnreachable as e:
             warn(f"node {n.node_rank} ({n.host}): cannot follow its log: {e}")
             continue

@@ -8,7 +8,8 @@ killed mid-job is replaced by the next one, which reconciles from the store and 
 
 Never launching twice: an attempt's job_nodes rows are committed (STARTING, no pid) *before* the
 remote start; a loop that finds such a row after a crash looks for the node's marker on its host,
-and only a node that left no trace at all after START_GRACE counts as never started.
+and only a node that left no trace at all counts as never started (after ORPHAN_START_GRACE when
+the loop that started it is gone, else START_GRACE).
 
 Between cycles the loop idles, but not deaf: a commit by another process (submit, cancel) or a
 running node's end (seen by a watch stream on its host) starts the next cycle at once.
@@ -26,15 +27,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import control, jobs, launch, lease, lifecycle, policy
+from . import control, jobs, launch, lease, lifecycle, policy, rules, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
-from .model import ACTIVE, AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState, sql_set
+from .model import AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState
 from .store import Store, loads
 
 log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
+ORPHAN_START_GRACE = 5.0  # ... when the loop that started it is gone and its host shows no trace
 BUSY_PORT_MEMORY = 300.0  # a rendezvous port found taken on a host is not placed there for this long
 
 
@@ -154,7 +156,12 @@ class Loop:
                     f"node {n.node_rank} on {n.host} ended without an exit status "
                     "(killed by a signal, or its host restarted)"
                 ))  # fmt: skip
-            if n.pid is None and now - (began or now) > START_GRACE:
+            # A node without a pid was being started by a loop that died (this one records pids as
+            # soon as the start returns). If its host shows no trace of it, ask no longer than it
+            # takes a start already sent to land; else wait the whole grace for a slow host.
+            no_trace = st is not None and st.pid is None and st.log_size is None and st.exit is None and not st.alive
+            grace = ORPHAN_START_GRACE if no_trace and (began or now) < self.started_at else START_GRACE
+            if n.pid is None and now - (began or now) > grace:
                 why = f"node {n.node_rank} on {n.host} never started (the scheduler stopped while starting it)"
                 return Ending(AttemptState.ABORTED, why)
         if nodes and all(n.exit_code == 0 for n in nodes):
@@ -223,7 +230,7 @@ class Loop:
             quiet = h.name in self.silent and now - self.silent[h.name][0] < cooldown
             views.append(policy.HostView(
                 name=h.name,
-                gpus=h.gpus if h.gpus is not None else r.get("gpus_detected"),
+                gpus=rules.host_gpus(h.gpus, r.get("gpus_detected")),
                 schedulable=not r.get("draining") and r.get("state") != "down" and not quiet,
                 tags=frozenset(h.tags),
                 used_ports=frozenset(busy.get(h.name, ())),
@@ -235,12 +242,13 @@ class Loop:
         rows = self.store.query(
             "SELECT n.job_id, n.host, n.gpus, n.port, j.time_limit, a.started_at FROM job_nodes n "
             "JOIN jobs j ON j.id = n.job_id JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt "
-            f"WHERE (j.state IN {sql_set(ACTIVE)} AND n.attempt = j.attempt) OR n.state = 'LOST'"
+            f"WHERE {rules.NODE_HOLDS_GPUS_SQL}"
         )
         live: dict[int, dict] = {}
         for r in rows:
             j = live.setdefault(r["job_id"], {"alloc": {}, "ports": {}, "ends": None})
-            j["alloc"][r["host"]] = frozenset(loads(r["gpus"], []))
+            # A LOST node of an earlier attempt may share a host with the live one: both hold GPUs.
+            j["alloc"][r["host"]] = j["alloc"].get(r["host"], frozenset()) | frozenset(loads(r["gpus"], []))
             j["ports"][r["host"]] = r["port"]
             if r["time_limit"] is not None and r["started_at"] is not None:
                 j["ends"] = r["started_at"] + r["time_limit"]
@@ -336,11 +344,11 @@ def _idle(store: Store, stop_event: threading.Event, seconds: float, wake: threa
 
 
 class _Watch:
-    """One launch.WATCH stream per host with running nodes, kept open across cycles while the running
+    """One launch.watch stream per host with running nodes, kept open across cycles while the running
     nodes stay the same; `event` is set the moment one of them ends. Streams open in threads of their
     own, so a slow or dead host delays nothing."""
 
-    READ_TIMEOUT = 75.0  # WATCH gives up after a minute; silence past that means a dead link
+    READ_TIMEOUT = 75.0  # remote/watch.py gives up after a minute; silence past that means a dead link
 
     def __init__(self, executor: Executor, nodes: dict[Host, list[dict]]):
         self.key = _watch_key(nodes)
@@ -415,9 +423,12 @@ def run_forever(
     stop_event: threading.Event | None = None,
     holder: str | None = None,
     telemetry: bool = True,
+    on_wait: Callable[[lease.Lease], None] | None = None,
 ) -> None:
     """Hold the lease and cycle until stop_event is set (or SIGTERM, in the foreground); raises
-    lease.LeaseHeld if another loop runs. With `telemetry`, the collector runs alongside.
+    lease.LeaseHeld if another loop runs (a cancel tearing down is waited for: `on_wait` hears of
+    it). A lease.Keeper thread renews the lease throughout, so no teardown or start outlives it.
+    With `telemetry`, the collector runs alongside.
 
     Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up.
     """
@@ -428,14 +439,17 @@ def run_forever(
     store = Store.for_state_dir(inventory.state_dir, actor="scheduler")
     holder = holder or lease.holder_id()
     try:
-        lease.acquire(store, holder, kind, settings.lease_ttl)
+        # A cancel tearing down from the CLI holds the lease for as long as its teardown takes: wait.
+        wait = settings.grace_period + teardown.KILL_WAIT + 60
+        lease.wait_for_cancel(store, holder, kind, settings.lease_ttl, timeout=wait, note=on_wait)
     except BaseException:
         store.close()
         raise
     executor = Executor(inventory)
+    keeper = lease.Keeper(store.path, holder, settings.lease_ttl).__enter__()
 
     def heartbeat() -> None:
-        if not lease.renew(store, holder, settings.lease_ttl):
+        if keeper.lost.is_set():
             raise LeaseLost(f"{holder} lost the scheduler lease")
 
     loop = Loop(inventory, store, executor, heartbeat=heartbeat)
@@ -455,7 +469,7 @@ def run_forever(
             except Exception as e:  # a bug or a busy store must not stop the jobs' bookkeeping for good
                 log.exception("scheduler cycle failed")
                 summary = {"error": f"{type(e).__name__}: {e}"}
-            if not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
+            if keeper.lost.is_set() or not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
                 raise LeaseLost(f"{holder} lost the scheduler lease")
             nodes = _watched(loop)
             if watch is None or watch.key != _watch_key(nodes) or watch.stale():
@@ -465,6 +479,7 @@ def run_forever(
             rest = (SOON if summary.get("soon") else settings.cycle_interval) - (time.monotonic() - t0)
             _idle(store, stop_event, rest, watch.event)
     finally:
+        keeper.__exit__(None, None, None)
         if watch is not None:
             watch.close()
         if collector is not None:

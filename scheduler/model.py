@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .rules import procs_per_node
-
 
 class _StrEnum(str, Enum):
     """Compares, binds to SQLite and dumps to JSON as its value; prints as its value too."""
@@ -120,7 +118,7 @@ class Job:
 
     @property
     def procs_per_node(self) -> int:
-        return procs_per_node(self.gpus_per_node, self.procs_asked)
+        return rules.procs_per_node(self.gpus_per_node, self.procs_asked)
 
     @property
     def active(self) -> bool:
@@ -281,3 +279,6 @@ class Ending:
     reason: str
     unreachable: Mapping[str, str] = field(default_factory=dict)  # host -> why it did not answer
     actor: str | None = None
+
+
+from . import rules  # noqa: E402  (rules reads the state sets above)

@@ -207,6 +207,20 @@ class Cluster:
     def heal(self, name: str) -> None:
         _ip("link", "set", self.host(name).veth, "up")
 
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the host's sshd: the kernel still completes TCP handshakes into its listen backlog, but
+        no SSH banner ever comes (a hung or swamped sshd). Sessions already open keep working."""
+        os.kill(self._sshd_pid(name), signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        os.kill(self._sshd_pid(name), signal.SIGCONT)
+
+    def _sshd_pid(self, name: str) -> int:
+        # `ip netns exec` and the login prefix both exec: the process we started is sshd itself.
+        pid = self._sshd[self.hosts.index(self.host(name))].pid
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "sshd", f"{name}: pid {pid} is not its sshd"
+        return pid
+
     def pids(self, name: str, env: Mapping[str, str] | None = None) -> list[int]:
         """Processes running on host `name` (in its network namespace), optionally only those whose
         environment contains every `env` item, e.g. pids("node0", {"HEADNODE_JOB_ID": "3"})."""

@@ -55,12 +55,14 @@ def cluster(request) -> Cluster:
 
 @pytest.fixture(autouse=True)
 def _every_host_healed_after_each_test(request):
-    """A test that fails between cut() and heal() must not leave a host down for the next ones."""
+    """A test that fails between cut() and heal() (or freeze() and thaw()) must not leave a host down
+    for the next ones."""
     yield
     c = request.node.funcargs.get("cluster")
     if c is not None:
         for h in c.hosts:
             c.heal(h.name)
+            c.thaw(h.name)
 
 
 @pytest.fixture

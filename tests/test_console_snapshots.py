@@ -28,10 +28,12 @@ def test_queue_and_cluster_on_a_large_terminal(snap_compare, synthetic):
 def test_job_screen_with_its_loss_chart(snap_compare, synthetic):
     run_dir = synthetic.state_dir / "work" / "runs" / "50"
     run_dir.mkdir(parents=True)
-    (run_dir / "metrics.jsonl").write_text(
-        "".join(f'{{"step":{s},"loss":{5.5 * 0.97 ** s + 2:.4f}{"," + chr(34) + "eval_loss" + chr(34) + ":" + str(round(5.6 * 0.97 ** s + 2.1, 4)) if s % 20 == 0 else ""}}}\n'
-                for s in range(0, 200, 5))
-    )
+
+    def line(s: int) -> str:
+        eval_loss = f',"eval_loss":{round(5.6 * 0.97 ** s + 2.1, 4)}' if s % 20 == 0 else ""
+        return f'{{"step":{s},"loss":{5.5 * 0.97 ** s + 2:.4f}{eval_loss}}}\n'
+
+    (run_dir / "metrics.jsonl").write_text("".join(line(s) for s in range(0, 200, 5)))
 
     async def loaded(pilot):
         await settle(pilot)

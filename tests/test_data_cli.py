@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler import humanize
 from scheduler.cli import main
 
 JSON_PKG = str(Path(sysconfig.get_paths()["stdlib"]) / "json")
@@ -54,7 +55,7 @@ def test_list_shows_each_version_and_where_it_is_verified(run, version):
     assert run("data", "sync", "py")[0] == 0
     code, out, _ = run("data", "list")
     assert code == 0
-    assert out.splitlines()[1].split()[:5] == [f"py@{version}", f"{shown['tokens']:,}", str(shown["shards"]), "byte", "1/1"]
+    assert out.splitlines()[1].split()[:5] == [f"py@{version}", humanize.count(shown["tokens"]), str(shown["shards"]), "byte", "1/1"]
 
 
 def test_sync_verify_and_prune_work_on_a_local_host(run, version, local_config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -192,3 +193,38 @@ def _replace(config: Path, old: str, new: str) -> Path:
     out = config.with_name(f"edited-{config.name}")
     out.write_text(config.read_text().replace(old, new))
     return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_host_whose_sshd_is_stopped_reads_no_ssh_banner_and_prints_no_traceback(cluster, cluster_config, capsys):
+    frozen = cluster.hosts[1]
+    env = {k: v for k, v in os.environ.items() if k != "HEADNODE_DEBUG"} | {"PYTHONPATH": str(REPO)}
+    cluster.freeze(frozen.name)
+    try:
+        r = subprocess.run([sys.executable, "-m", "scheduler", "hosts", "probe", "--timeout", "3", "--json", "--config",
+                            str(cluster_config)], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    finally:
+        cluster.thaw(frozen.name)
+
+    assert r.returncode == 1, r.stderr
+    by_name = {e["name"]: e for e in json.loads(r.stdout)}
+    assert by_name[frozen.name]["reason"] == f"no SSH banner from {frozen.address}:22 within 3 s (sshd hung or overloaded?)"
+    assert [n for n, e in by_name.items() if e["ok"]] == [h.name for h in cluster.hosts if h != frozen]
+    assert "Traceback" not in r.stderr and "paramiko" not in r.stderr
+    assert r.stderr == ""
+    code, entries = run_json(capsys, "hosts", "probe", frozen.name, "--config", str(cluster_config))
+    assert (code, entries[0]["ok"]) == (0, True)  # thawed: it answers again
+
+
+def test_a_key_the_host_does_not_accept_is_reported_as_refused_authentication(cluster, cluster_config, tmp_path, capsys):
+    stranger_key = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger_key)], check=True)
+    config = _replace(cluster_config, str(cluster.client_key), str(stranger_key))
+    host = cluster.hosts[0]
+
+    code, entries = run_json(capsys, "hosts", "probe", host.name, "--config", str(config))
+
+    assert code == 1
+    assert entries[0]["reason"].startswith(f"authentication refused by {host.address}:22 for user root:")

@@ -104,7 +104,8 @@ def test_queue_lists_running_then_pending_by_priority_and_hides_finished_unless_
     assert [r["id"] for r in rows] == [running, high, low]
     assert rows[0] == {
         "id": running, "name": "running", "state": "RUNNING", "reason": "all 2 nodes started", "nodes": 2,
-        "gpus_per_node": 2, "procs_per_node": 2, "priority": 0, "submitted_at": rows[0]["submitted_at"], "started_at": rows[0]["started_at"],
+        "gpus_per_node": 2, "procs_per_node": 2, "priority": 0, "submitted_at": rows[0]["submitted_at"],
+        "started_at": rows[0]["started_at"],
         "ended_at": None, "attempt": 1, "step": 7, "loss": 2.5, "user": "alice", "data": None, "hosts": ["h1", "h2"],
         "flags": [],
     }

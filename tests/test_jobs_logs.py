@@ -289,3 +289,69 @@ def test_a_follow_ends_when_the_job_ends_though_a_host_was_cut_mid_follow(cluste
     finally:
         cluster.heal(node1)
     assert sorted(f.lines) == sorted([MERGED[0], MERGED[1], MERGED[3]])
+
+
+# --- what reaches the terminal -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE_LINE = "[rank0]:\x1b[2J\x1b]0;owned\x07red\x00nul\ttab \x9b31m c1"
+ESCAPED_LINE = "[node 0 rank 0] \\x1b[2J\\x1b]0;owned\\x07red\\x00nul\ttab \\x9b31m c1"
+RAW_LINE = "[node 0 rank 0] \x1b[2J\x1b]0;owned\x07red\x00nul\ttab \x9b31m c1"
+
+
+def on_a_terminal(*argv: str) -> tuple[int, str]:
+    """Run `headnode ARGV` in a child whose stdout is a pseudo-terminal; returns (exit code, what it
+    wrote there, with the terminal's CRLF line ends turned back into LF)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler", *argv], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=subprocess.PIPE, cwd=REPO, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.stderr.read()
+    return proc.wait(timeout=60), out.decode().replace("\r\n", "\n")
+
+
+def test_logs_on_a_terminal_show_escape_nul_and_c1_controls_as_escapes_and_keep_tabs(local):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE, "[rank0]:plain"])
+    code, out = on_a_terminal("--config", str(local), "logs", str(job_id))
+    assert code == 0
+    assert out.splitlines() == [ESCAPED_LINE, "[node 0 rank 0] plain"]
+    assert "\x1b" not in out and "\x00" not in out
+
+
+def test_logs_piped_or_with_raw_pass_the_output_through_as_written(local, capsys, monkeypatch):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE])
+    assert cli(local, str(job_id)) == 0  # capsys: stdout is not a terminal, as in `headnode logs 1 | less -R`
+    assert capsys.readouterr().out == RAW_LINE + "\n"
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli(local, str(job_id), "--raw") == 0
+    assert capsys.readouterr().out == RAW_LINE + "\n"
+
+
+def test_a_followed_log_on_a_terminal_is_escaped_by_the_same_rule(local, capsys, monkeypatch):
+    job_id, (log0,) = launch(local, ["l0"])
+    write(log0, [HOSTILE_LINE])
+    exited(log0)
+    end(local, job_id)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert cli(local, str(job_id), "-f") == 0
+    assert capsys.readouterr().out == ESCAPED_LINE + "\n"
+    assert cli(local, str(job_id), "-f", "--raw") == 0
+    assert capsys.readouterr().out == RAW_LINE + "\n"

@@ -244,3 +244,10 @@ def test_a_secret_never_reaches_the_store_but_a_path_to_one_does(config, capsys)
     jobs_rows, events = stored(config)
     dump = str(jobs_rows) + str(events)
     assert "hunter2" not in dump and "/etc/secrets/hf" in dump
+
+
+def test_a_command_too_large_for_the_hosts_kernel_is_refused_at_submit(config, capsys):
+    assert run(config, "submit", "--", "python", "-c", "x" * 200_000) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("headnode: the command and environment are too large to start (200,") and err.count("\n") == 1
+    assert stored(config)[0] == []

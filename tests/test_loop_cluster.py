@@ -35,7 +35,8 @@ dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 t = torch.tensor([rank + 1.0])
 dist.all_reduce(t)
-print(f"rank {rank} of {world} sum {t.item():g} host {os.environ['HEADNODE_HOST']} cvd {os.environ['CUDA_VISIBLE_DEVICES']} run {os.environ['TORCHELASTIC_RUN_ID']}", flush=True)
+print(f"rank {rank} of {world} sum {t.item():g} host {os.environ['HEADNODE_HOST']} "
+      f"cvd {os.environ['CUDA_VISIBLE_DEVICES']} run {os.environ['TORCHELASTIC_RUN_ID']}", flush=True)
 mode = sys.argv[1]
 if mode == "fail" and rank == world - 1:
     os._exit(1)

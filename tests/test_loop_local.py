@@ -22,6 +22,7 @@ import pytest
 from scheduler import control, inventory, jobs, launch, lease, lifecycle, loop, teardown
 from scheduler.cli import main
 from scheduler.execute import Executor
+from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
 from scheduler.store import Store
 
 PY = sys.executable
@@ -211,7 +212,8 @@ def test_cancel_after_a_loop_killed_on_this_machine_stops_the_job_without_waitin
 # --- launch: what reaches the processes -------------------------------------------------------------
 
 HOSTILE = "$(touch pwned) `touch pwned2`; rm -rf / ' \" \\ \n*"
-ECHO = "import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': os.environ['EVIL'], 'cvd': os.environ['CUDA_VISIBLE_DEVICES'], 'cwd': os.getcwd()}, open('seen.json', 'w'))"
+ECHO = ("import json, os, sys; json.dump({'argv': sys.argv[1:], 'env': os.environ['EVIL'], "
+        "'cvd': os.environ['CUDA_VISIBLE_DEVICES'], 'cwd': os.getcwd()}, open('seen.json', 'w'))")
 
 
 def test_hostile_env_values_and_arguments_reach_the_job_verbatim_and_no_shell_runs_them(inv, store, sched, tmp_path):
@@ -282,7 +284,8 @@ def test_the_jobs_env_cannot_override_the_marker(inv):
 
 
 def test_a_job_succeeds_with_its_exit_code_log_and_newest_metrics_recorded(inv, store, sched):
-    code = "import json; f = open('metrics.jsonl', 'a'); [f.write(json.dumps({'step': s, 'loss': 3.0 - s}) + '\\n') for s in (1, 2)]; f.write('{\"event\": \"stop\"}\\n'); print('done')"
+    code = ("import json; f = open('metrics.jsonl', 'a'); [f.write(json.dumps({'step': s, 'loss': 3.0 - s}) + '\\n') for s in (1, 2)]; "
+            "f.write('{\"event\": \"stop\"}\\n'); print('done')")
     job_id = submit(store, inv, [PY, "-c", code])
     row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
     assert (row["state"], row["attempt"]) == ("SUCCEEDED", 1), row["reason"]
@@ -363,7 +366,8 @@ def test_a_new_loop_adopts_a_running_job_and_it_succeeds_exactly_once(inv, store
         row = cycle_until(loop.Loop(inv, store, ex), store, job_id, {"SUCCEEDED", "FAILED"})
     assert row["state"] == "SUCCEEDED" and row["attempt"] == 1
     assert (run_dir(inv, job_id) / "count").read_text() == "once\n"
-    assert [e["what"] for e in store.query("SELECT what FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))] == ["STARTING"]
+    started = store.query("SELECT what FROM events WHERE object = ? AND what = 'STARTING'", (f"job:{job_id}",))
+    assert [e["what"] for e in started] == ["STARTING"]
 
 
 def test_a_node_started_but_not_recorded_is_found_by_its_marker_not_started_again(inv, store, sched, monkeypatch):
@@ -404,6 +408,33 @@ def test_a_node_that_never_started_is_requeued_without_charging_a_retry(inv, sto
     assert first == "node 0 on localhost never started (the scheduler stopped while starting it)"
 
 
+def test_a_new_loop_asks_about_a_node_its_dead_predecessor_was_starting_without_waiting_the_grace(inv, store, monkeypatch):
+    job_id = submit(store, inv, ["true"])
+    with Executor(inv) as ex:
+        dead = loop.Loop(inv, store, ex)
+        monkeypatch.setattr(launch, "start", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):  # killed between committing the attempt and starting it
+            dead.cycle()
+        monkeypatch.undo()
+        # Only the few seconds a start already sent would take to land, not the whole START_GRACE.
+        store.execute("UPDATE attempts SET started_at = started_at - ? WHERE job_id = ?", (loop.ORPHAN_START_GRACE + 1, job_id))
+        row = cycle_until(loop.Loop(inv, store, ex), store, job_id, {"SUCCEEDED", "FAILED"})
+    assert (row["state"], row["attempt"]) == ("SUCCEEDED", 2)
+
+
+def test_a_job_whose_starts_never_run_gives_up_after_a_bounded_number_of_tries(inv, store, sched):
+    job_id = submit(store, inv, ["true"])
+    job = jobs.get(store, job_id)
+    for _ in range(lifecycle.MAX_ABORTED + 1):
+        plans = [NodePlan(0, "localhost", (), 1, "/nowhere")]
+        lifecycle.start_attempt(store, job_id, plans, reason="starting", now=time.time())
+        job = jobs.get(store, job_id)
+        ended = lifecycle.end_attempt(store, job, Ending(AttemptState.ABORTED, "h1 did not answer"), Verdict.of([HostReport("localhost")]))
+    state, reason = ended
+    assert state == "FAILED"
+    assert reason.startswith(f"FAILED: gave up after {lifecycle.MAX_ABORTED + 1} starts that never ran (the last: h1 did not answer)")
+
+
 def test_a_host_removed_from_hosts_toml_mid_job_makes_it_node_lost_instead_of_stopping_the_loop(inv, store, sched):
     job_id = submit(store, inv, ["sleep", "300"])
     cycle_until(sched, store, job_id, {"RUNNING"})
@@ -430,3 +461,63 @@ def test_a_dataset_job_waits_for_a_verified_copy_and_gets_its_path_in_headnode_d
     row = cycle_until(sched, store, job_id, {"SUCCEEDED", "FAILED"})
     assert row["state"] == "SUCCEEDED", row["reason"]
     assert (run_dir(inv, job_id) / "data.txt").read_text() == inv.hosts[0].path("data", "wiki", "abc123")
+
+
+def test_a_teardown_longer_than_the_lease_keeps_the_loop_alive_and_the_cancel_verified(local_config):
+    # grace_period 6 s > lease_ttl 2 s, and ranks that ignore SIGTERM: the teardown outlives the ttl.
+    low = random.randrange(20000, 60000, 100)
+    slow = "\n[scheduler]\ncycle_interval = 0.2\ngrace_period = 6\nlease_ttl = 2\nnode_lost_timeout = 30\n"
+    local_config.write_text(local_config.read_text() + slow + f"port_range = [{low}, {low + 99}]\n")
+    inv = inventory.load(local_config)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_forever(inv, kind="foreground", stop_event=stop, telemetry=False)
+        except BaseException as e:  # the test reports it below
+            failures.append(e)
+
+    with Store.for_state_dir(inv.state_dir) as store:
+        job_id = submit(store, inv, ["sh", "-c", "trap '' TERM; sleep 300 & wait; wait"])
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(marked(inv, job_id)) < 4 and time.monotonic() < deadline:  # wrapper, torchrun, shell, sleep
+                time.sleep(0.1)
+            (out,) = control.cancel(store, inv, [job_id], actor="bob@head", timeout=60)
+            assert (out.state, out.verified, out.stopped_here) == ("CANCELLED", True, False)
+            assert out.verdict.reports[0].killed >= 1  # SIGTERM was ignored: SIGKILL after the grace
+            assert t.is_alive() and failures == []
+            assert lease.active(store) is not None and lease.active(store).kind == "foreground"
+        finally:
+            stop.set()
+            t.join(30)
+    assert failures == [] and marked(inv, job_id) == []
+
+
+def test_scheduler_run_waits_for_a_cancel_that_holds_the_lease(inv, store):
+    lease.acquire(store, f"{os.getpid()}@{socket.gethostname()}/cancel", "cancel", 30)
+    releaser = threading.Timer(1.0, lambda: _release(inv, f"{os.getpid()}@{socket.gethostname()}/cancel"))
+    releaser.start()
+    stop = threading.Event()
+    heard: list[str] = []
+    t = threading.Thread(
+        target=loop.run_forever, args=(inv,),
+        kwargs={"stop_event": stop, "telemetry": False, "on_wait": lambda held: heard.append(held.kind)},
+        daemon=True,
+    )
+    t.start()
+    deadline = time.monotonic() + 30
+    while (lease.active(store) is None or lease.active(store).kind != "foreground") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    t.join(30)
+    releaser.join()
+    assert heard == ["cancel"]
+
+
+def _release(inv, holder: str) -> None:
+    with Store.for_state_dir(inv.state_dir) as s:
+        lease.release(s, holder)

@@ -106,7 +106,7 @@ def test_a_cut_host_turns_down_within_the_timeout_and_up_after_healing(inv, stor
     # host from before the cut may outlive it until its stalled write gives up).
     for h in cluster.hosts:
         if h.name != name:
-            wait_for(f"no sampler left on {h.name}", lambda: not samplers(cluster, h.name), 15)
+            wait_for(f"no sampler left on {h.name}", lambda h=h: not samplers(cluster, h.name), 15)
 
 
 def samplers(cluster, name: str) -> list[int]:

@@ -82,7 +82,8 @@ def running_job(store: Store, host: str, gpus: list[int], progress_at: float, en
             "VALUES ('t', 'RUNNING', '[]', 1, ?, 1, ?, ?, ?, ?)",
             (len(gpus), progress_at, progress_at, progress_at, json.dumps(env or {})),
         ).lastrowid
-        store.execute("INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus) VALUES (?, 1, 0, ?, ?)", (job_id, host, json.dumps(gpus)))
+        store.execute("INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus) VALUES (?, 1, 0, ?, ?)",
+                      (job_id, host, json.dumps(gpus)))
         store.execute("INSERT OR IGNORE INTO hosts (name, address) VALUES (?, '10.0.0.1')", (host,))
     return job_id
 
@@ -105,7 +106,8 @@ def test_check_hangs_flags_a_stuck_job_once_and_clears_the_flag_when_it_resumes(
     store.execute("UPDATE jobs SET progress_at = ?", (NOW + 2,))
     check_hangs(store, settings, NOW + 3)
     assert loads(store.one("SELECT flags FROM jobs")["flags"]) == []
-    events = [(e["what"], e["reason"].split(":")[0]) for e in store.query("SELECT what, reason FROM events WHERE object = ?", (f"job:{job}",))]
+    rows = store.query("SELECT what, reason FROM events WHERE object = ?", (f"job:{job}",))
+    events = [(e["what"], e["reason"].split(":")[0]) for e in rows]
     assert events == [("alert", HANG), ("alert cleared", HANG)]
 
 

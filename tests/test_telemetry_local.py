@@ -63,7 +63,8 @@ def test_the_collector_samples_localhost_in_process_and_marks_it_up(inv, store):
             assert c._threads[0].name == "telemetry-localhost"  # no subprocess, no SSH
         host = loads(store.one("SELECT sample FROM latest WHERE host = 'localhost' AND gpu = -1")["sample"])
         assert marked.pid in host["jobs"]["5"]["pids"]
-        assert store.one("SELECT what, reason FROM events WHERE object = 'host:localhost'") == {"what": "up", "reason": "telemetry streaming"}
+        event = store.one("SELECT what, reason FROM events WHERE object = 'host:localhost'")
+        assert event == {"what": "up", "reason": "telemetry streaming"}
     finally:
         marked.kill()
         marked.wait()
@@ -108,7 +109,9 @@ def test_processes_without_a_live_job_are_flagged():
     gpu = {"index": 0, "processes": [{"pid": 1, "job": "3"}, {"pid": 2, "job": None}, {"pid": 3, "job": "9"}]}
     assert attribute(gpu, {"3"}) == {
         "index": 0,
-        "processes": [{"pid": 1, "job": "3", "flag": None}, {"pid": 2, "job": None, "flag": FOREIGN}, {"pid": 3, "job": "9", "flag": STALE}],
+        "processes": [
+            {"pid": 1, "job": "3", "flag": None}, {"pid": 2, "job": None, "flag": FOREIGN}, {"pid": 3, "job": "9", "flag": STALE},
+        ],
         "jobs": ["3"],
     }
 
@@ -188,7 +191,7 @@ def test_a_silent_host_is_marked_down_after_the_timeout_and_up_on_its_next_sampl
 
 
 def test_top_json_gpu_entries_carry_the_design_fields(inv):
-    from scheduler.telemetry.sampler import Sampler
+    from scheduler.remote.sampler import Sampler
     from scheduler.telemetry.view import from_samples
     from tests.test_telemetry_sampler import FIXTURE, FakeNVML
 

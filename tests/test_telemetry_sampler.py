@@ -14,11 +14,12 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from scheduler.telemetry import sampler as sampler_mod
-from scheduler.telemetry.sampler import Sampler
+from scheduler.remote import sampler as sampler_mod
+from scheduler.remote import source
+from scheduler.remote.sampler import Sampler
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nvml_h100.json"
-SOURCE = Path(sampler_mod.__file__).read_text()
+SOURCE = source("sampler.py")  # the text the collector ships
 
 
 class FakeNVML:

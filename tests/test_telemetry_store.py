@@ -31,7 +31,8 @@ def sample(util: float, *, gpus: int = 2, jobs: dict | None = None) -> dict:
 
 
 def test_a_batch_is_appended_to_history_and_the_present_kept_per_gpu(store):
-    ingest(store, [Received("gpu01", T0, sample(10)), Received("gpu01", T0 + 1, sample(90, jobs={"3": {"pids": [7], "cpu_percent": 99.0}}))])
+    busy = sample(90, jobs={"3": {"pids": [7], "cpu_percent": 99.0}})
+    ingest(store, [Received("gpu01", T0, sample(10)), Received("gpu01", T0 + 1, busy)])
     assert store.one("SELECT count(*) AS n FROM samples")["n"] == 6  # 2 samples x (host row + 2 GPUs)
     latest = {(r["host"], r["gpu"]): (r["ts"], loads(r["sample"])) for r in store.query("SELECT * FROM latest")}
     assert sorted(latest) == [("gpu01", HOST_ROW), ("gpu01", 0), ("gpu01", 1)]

@@ -1,7 +1,8 @@
 """The metrics line format: one JSON object per line in $HEADNODE_RUN_DIR/metrics.jsonl.
 
 Rank 0 writes a line per logged step and flushes it, so `tail -f` and the scheduler see it at once.
-The scheduler imports this module to read the lines back: it must stay standard-library only.
+The scheduler reads the lines back with this module, on the head and on the hosts (where
+scheduler/remote/probe_nodes.py runs it, bundled): it must stay standard-library only.
 
 Fields (absent or null when not measured):
     step            optimizer steps done

@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
+from scheduler import humanize
+
 from .. import format as fmt
 from .. import queries
 from ..widgets.filter_bar import FilterBar
@@ -26,14 +28,14 @@ def _used(v: tuple) -> str:
 
 
 def _pct_bar(v: float | None, width: int):
-    return fmt.bar(None if v is None else v / 100, width, fmt.percent(v))
+    return fmt.bar(None if v is None else v / 100, width, humanize.percent(v))
 
 
 def _mem_bar(v: tuple, width: int):
     used, total = v
     if used is None or not total:
         return fmt.bar(None, width)
-    return fmt.bar(used / total, width, f"{fmt.nbytes(used)}/{fmt.nbytes(total)}")
+    return fmt.bar(used / total, width, f"{humanize.size(used)}/{humanize.size(total)}")
 
 
 # Bars and sparklines share the width left by the fixed columns: wider terminals get longer ones.

@@ -8,6 +8,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
+from scheduler import humanize
+
 from .. import format as fmt
 from .. import queries
 from ..widgets.filter_bar import FilterBar
@@ -18,8 +20,8 @@ from .base import PolledScreen
 VERSION_COLUMNS = [
     Column("DATASET", 0),
     Column("SHARDS", 6, "right"),
-    Column("TOKENS", 7, "right", fmt=fmt.number),
-    Column("VOCAB", 6, "right", fmt=fmt.number),
+    Column("TOKENS", 7, "right", fmt=humanize.count),
+    Column("VOCAB", 6, "right", fmt=humanize.count),
     Column("CREATED", 14, "right", fmt=fmt.clock),
     Column("VERIFIED", 8, "right"),
 ]

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Static
 
+from scheduler import humanize
 from scheduler.model import TERMINAL
 from scheduler.store import loads
 
@@ -61,9 +62,9 @@ def summary(d: queries.JobDetail) -> Text:
     if j["retries"] or j["attempt"] > 1:  # a job without retries has one attempt: no need to say
         parts.insert(0, f"attempt {j['attempt']}/{j['retries'] + 1}")
     if j["started_at"]:
-        parts.append(f"ran {fmt.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
+        parts.append(f"ran {humanize.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
     if m:
-        parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{fmt.number(m.get('tokens_per_s'))} tok/s"]
+        parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{humanize.count(m.get('tokens_per_s'))} tok/s"]
         if m.get("mfu") is not None:  # null on CPUs, whose peak FLOP/s is unknown
             parts.append(f"MFU {100 * m['mfu']:.1f}%")
     t.append("\n" + "  ".join(parts))

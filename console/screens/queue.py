@@ -8,6 +8,8 @@ from textual.binding import Binding
 from rich.text import Text
 from textual.widgets import Footer, Static
 
+from scheduler import humanize
+
 from .. import format as fmt
 from .. import queries
 from ..widgets.filter_bar import FilterBar
@@ -23,9 +25,9 @@ COLUMNS = [
     Column("STATE", 9, fmt=fmt.state, sort_key=STATE_ORDER.get),
     Column("N×G", 5, "right", fmt=lambda v: f"{v[0]}×{v[1]}"),
     Column("AGE", 4, "right", fmt=fmt.age, sort_key=lambda t: -t),
-    Column("STEP", 6, "right", fmt=fmt.number),
+    Column("STEP", 6, "right", fmt=humanize.count),
     Column("LOSS", 6, "right", fmt=lambda v: fmt.fixed(v, 3)),
-    Column("TOK/S", 6, "right", fmt=fmt.number),
+    Column("TOK/S", 6, "right", fmt=humanize.count),
     Column("REASON", 0),
 ]
 SORTS = [(0, True), (2, False), (4, False), (1, False), (7, True)]  # id newest first, state, age, name, speed

@@ -106,7 +106,8 @@ def prepare(
         manifest.extra = {
             "sources": sources.lineage(srcs, [t for t, _ in stream.used], [d for _, d in stream.used]),
             "stats": stream.stats(),
-            "prepared_with": {"shard_tokens": shard_tokens, "val_fraction": val_fraction, "include": include, "exclude": exclude, "text_field": text_field},
+            "prepared_with": {"shard_tokens": shard_tokens, "val_fraction": val_fraction, "include": include, "exclude": exclude,
+                              "text_field": text_field},
         }
         if tok.file_json is not None:
             (tmp / tokenizers.TOKENIZER_FILE).write_text(tok.file_json)

@@ -46,7 +46,7 @@ def prune(store: Store, executor: Executor, hosts: list[Host], spec: str, *, kee
         if dry_run:
             out += [{"name": n, "version": v, "host": h.name, "removed": False, "kept": None, "error": None} for h in on]
             continue
-        results = executor.run_many(on, lambda h: ["rm", "-rf", "--", host_path(h, n, v)], timeout=300.0)
+        results = executor.run_many(on, lambda h, n=n, v=v: ["rm", "-rf", "--", host_path(h, n, v)], timeout=300.0)
         for h in on:
             res = results[h.name]
             if res.ok:

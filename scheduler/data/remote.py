@@ -1,14 +1,11 @@
-"""The program that checks a version's files on a host, and the list of files it checks against.
+"""What the head needs to check a version's files on hosts: the list of files a version has, the
+request sent with the program (CHECK, the text of scheduler/remote/data_check.py, which documents the
+request and its answer), and the reading of that answer.
 
-It runs with the host's own python (`Executor.python`, standard library only, Python 3.7+: no numpy,
-nothing installed): the directory is its argument, the rest comes as JSON on stdin (the same for every
-host): {files: {name: [size, sha256]}, mode, mkdir}. It answers one JSON line: {dir (absolute), rsync (on PATH?), status: {name: "ok" | problem}}.
-No file content comes back. Files are hashed on a thread per core (hashlib releases the GIL).
-
-mode "verify" re-hashes everything. mode "check" (sync's before and after) also trusts a file whose
-size and mtime match what the last full hash recorded in `.headnode-verified.json` — so syncing an
-unchanged version costs a stat per file, not a re-hash of the whole dataset. A file modified within a
-second of that record is hashed again (racy timestamps, as git treats its index).
+The program runs with the host's own python (`Executor.python`, standard library only, nothing
+installed), one round trip per host. Mode "verify" re-hashes every file; mode "check" (sync's before
+and after) also trusts a file whose size and mtime match the host's record of its last full hash, so
+syncing an unchanged version costs a stat per file, not a re-hash of the whole dataset.
 """
 
 from __future__ import annotations
@@ -18,58 +15,9 @@ import json
 from pathlib import Path
 
 from scheduler.errors import UserError
+from scheduler.remote import source
 
-STAMP = ".headnode-verified.json"
-
-CHECK = r"""
-import hashlib, json, os, shutil, sys, time
-from concurrent.futures import ThreadPoolExecutor
-
-STAMP = ".headnode-verified.json"
-req = json.load(sys.stdin)
-d = os.path.abspath(os.path.expanduser(sys.argv[1]))
-if req.get("mkdir"):
-    os.makedirs(d, exist_ok=True)
-stamp_path = os.path.join(d, STAMP)
-try:
-    with open(stamp_path) as f:
-        stamp = json.load(f)
-except (OSError, ValueError):
-    stamp = {"written_ns": 0, "files": {}}
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 22)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-
-def check(item):
-    name, (size, digest) = item
-    p = os.path.join(d, name)
-    try:
-        st = os.stat(p)
-    except OSError:
-        return name, "missing", None
-    if st.st_size != size:
-        return name, "size %d, expected %d" % (st.st_size, size), None
-    seen = [st.st_size, st.st_mtime_ns, digest]
-    if req["mode"] == "check" and stamp["files"].get(name) == seen and st.st_mtime_ns < stamp["written_ns"] - 10**9:
-        return name, "ok", seen
-    return (name, "ok", seen) if sha256(p) == digest else (name, "hash mismatch", None)
-
-with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-    results = list(pool.map(check, sorted(req["files"].items())))
-good = {n: seen for n, state, seen in results if state == "ok"}
-if os.path.isdir(d) and good:
-    tmp = stamp_path + ".%d.tmp" % os.getpid()
-    with open(tmp, "w") as f:
-        json.dump({"written_ns": time.time_ns(), "files": good}, f)
-    os.replace(tmp, stamp_path)
-print(json.dumps({"dir": d, "rsync": bool(shutil.which("rsync")), "status": {n: s for n, s, _ in results}}))
-"""
+CHECK = source("data_check.py")
 
 
 def expected_files(row: dict) -> dict[str, tuple[int, str]]:

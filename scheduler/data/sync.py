@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 
+from scheduler import humanize
 from scheduler.data import remote
 from scheduler.data.versions import host_path, placements, set_placement
 from scheduler.errors import UserError
@@ -98,7 +99,8 @@ def _sync_host(store, executor, host, row, files, transport, on_sent) -> HostSyn
         size = sum(files[f][0] for f in need)
         try:
             r.transport = _transport(transport, host, first["rsync"])
-            set_placement(store, name, version, host.name, "syncing", f"sending {len(need)} of {len(files)} files ({size / 1e6:.1f} MB) by {r.transport}")
+            set_placement(store, name, version, host.name, "syncing",
+                          f"sending {len(need)} of {len(files)} files ({humanize.size(size)}) by {r.transport}")
             if r.transport == "rsync":
                 _rsync(executor, host, Path(row["path"]), first["dir"], need)
                 r.sent = need

@@ -142,7 +142,7 @@ def _read_tokenizer_json(spec: str, path: Path) -> str:
 
         Tokenizer.from_str(text)
     except Exception as e:  # the tokenizers package says what it disliked; the user needs the file name
-        raise UserError(f"--tokenizer {spec}: {path} is not a HuggingFace tokenizer.json", str(e).splitlines()[0])
+        raise UserError(f"--tokenizer {spec}: {path} is not a HuggingFace tokenizer.json", str(e).splitlines()[0]) from e
     return text
 
 
@@ -161,7 +161,7 @@ def _gpt2_json(spec: str, path: Path) -> str:
     try:
         tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
     except Exception as e:
-        raise UserError(f"--tokenizer {spec}: cannot read {vocab} and {merges}", str(e).splitlines()[0])
+        raise UserError(f"--tokenizer {spec}: cannot read {vocab} and {merges}", str(e).splitlines()[0]) from e
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok.to_str()

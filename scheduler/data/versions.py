@@ -207,11 +207,12 @@ def register(store: Store, directory: str, name: str) -> tuple[dict, bool]:
     check_name(name)
     src = Path(directory)
     if not (src / shards.MANIFEST).is_file():
-        raise UserError(f"{directory} has no {shards.MANIFEST}", "it is not a shard directory", "give the directory `data prepare` wrote, or prepare the text with `headnode data prepare`")
+        raise UserError(f"{directory} has no {shards.MANIFEST}", "it is not a shard directory",
+                        "give the directory `data prepare` wrote, or prepare the text with `headnode data prepare`")
     try:
         manifest = shards.read_manifest(src)
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{src / shards.MANIFEST} is not a valid manifest", str(e))
+        raise UserError(f"{src / shards.MANIFEST} is not a valid manifest", str(e)) from e
     bad = shards.verify(src, manifest)
     bad.update(_check_tokenizer_file(src, manifest.tokenizer))
     if bad:

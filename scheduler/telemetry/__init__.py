@@ -1,6 +1,6 @@
 """Telemetry: GPU and host utilisation from every host, job attribution, hang detection, export.
 
-    sampler.py      the host-side program, shipped as source over SSH (stdlib only at import)
+    ../remote/sampler.py  the host-side program, shipped as text over SSH (stdlib only at import)
     collector.py    one stream per host in the loop's process; batches into the store; up/down
     ingest.py       history + `latest` writes, retention by downsampling
     attribution.py  processes -> jobs; foreign and stale processes on GPUs

@@ -18,26 +18,25 @@ import logging
 import queue
 import threading
 import time
-from pathlib import Path
 
 from ..hosts import sync_inventory
 from ..execute import Executor, HostUnreachable, python_argv
 from ..inventory import Host, Inventory
+from ..remote import source
+from ..remote.sampler import Sampler
 from ..store import Store
 from . import hang
 from .ingest import Received, downsample, ingest, mark_host
-from .sampler import Sampler
 
 log = logging.getLogger("headnode.telemetry")
 
-SAMPLER_SOURCE = Path(__file__).with_name("sampler.py").read_text()
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 RETENTION_EVERY = 60.0
 HANG_CHECK_EVERY = 5.0  # hang_after is minutes in practice; reading every job's evidence each second is waste
 
 
 def sampler_argv(host: Host, interval: float, *, once: bool = False) -> list[str]:
-    argv = python_argv(host, SAMPLER_SOURCE, ["--interval", f"{interval:g}", "--workdir", host.path()], flags=["-u"])
+    argv = python_argv(host, source("sampler.py"), ["--interval", f"{interval:g}", "--workdir", host.path()], flags=["-u"])
     return [*argv, "--once"] if once else argv
 
 

@@ -97,9 +97,12 @@ def check_hangs(store: Store, settings, now: float | None = None) -> list[tuple[
     new flags. Idempotent, so any process may call it every cycle."""
     now = time.time() if now is None else now
     raised = []
-    for job in store.query("SELECT id, attempt, state, started_at, progress_at, metrics_at, flags, env, cancel_requested FROM jobs WHERE state = 'RUNNING'"):
+    running = store.query("SELECT id, attempt, state, started_at, progress_at, metrics_at, flags, env, cancel_requested"
+                          " FROM jobs WHERE state = 'RUNNING'")
+    for job in running:
         gpus, ranks = job_evidence(store, job, now - settings.down_after)
-        found = {f.kind: f for f in (detect_hang(job, gpus, ranks, now, settings.hang_after), detect_idle(gpus, now, settings.hang_after)) if f}
+        findings = (detect_hang(job, gpus, ranks, now, settings.hang_after), detect_idle(gpus, now, settings.hang_after))
+        found = {f.kind: f for f in findings if f}
         before = loads(job["flags"], [])
         after = [f for f in before if f not in (HANG, IDLE)] + sorted(found)
         if after == before:

@@ -54,10 +54,12 @@ def ingest(store: Store, batch: list[Received], idle_since: dict[tuple[str, int]
     rows, latest = [], {}
     for r in batch:
         h = r.sample["host"]
-        rows.append((r.ts, r.host, HOST_ROW, 1, None, h.get("mem_used"), h.get("mem_total"), None, None, h.get("cpu_percent"), h.get("mem_percent")))
+        rows.append((r.ts, r.host, HOST_ROW, 1, None, h.get("mem_used"), h.get("mem_total"), None, None,
+                     h.get("cpu_percent"), h.get("mem_percent")))
         latest[(r.host, HOST_ROW)] = (r.ts, host_record(r))
         for g in r.sample.get("gpus", []):
-            rows.append((r.ts, r.host, g["index"], 1, g.get("util"), g.get("mem_used"), g.get("mem_total"), g.get("temp"), g.get("power"), None, None))
+            rows.append((r.ts, r.host, g["index"], 1, g.get("util"), g.get("mem_used"), g.get("mem_total"), g.get("temp"),
+                         g.get("power"), None, None))
             if idle_since is not None:
                 key = (r.host, g["index"])
                 if _idle(g):

@@ -16,7 +16,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # name -> (help, how to get the value from a host entry / GPU / job)
 HOST_GAUGES = {
-    "headnode_host_up": ("1 if the host streams telemetry", lambda h: 1 if h["state"] in ("up", "draining") else 0),
+    # a draining host streams too; one whose reachability is not known yet has no sample (ts None)
+    "headnode_host_up": ("1 if the host streams telemetry", lambda h: 1 if h["state"] in ("up", "draining") and h["ts"] else 0),
     "headnode_host_cpu_utilization_ratio": ("CPU busy, all cores, 0-1", lambda h: _ratio(h["cpu_percent"])),
     "headnode_host_memory_used_bytes": ("memory in use (total - available)", lambda h: h["mem_used"]),
     "headnode_host_memory_total_bytes": ("physical memory", lambda h: h["mem_total"]),
@@ -65,7 +66,8 @@ def _gpu_labels(h: dict, g: dict) -> dict:
 
 def _jobs(out: list[str], store: Store) -> None:
     rows = store.query("SELECT id, name, state, metrics, flags FROM jobs WHERE state IN ('PENDING', 'STARTING', 'RUNNING')")
-    _family(out, "headnode_job_state", "1 for the state each live job is in", [({"job": str(r["id"]), "name": r["name"], "state": r["state"]}, 1) for r in rows])
+    states = [({"job": str(r["id"]), "name": r["name"], "state": r["state"]}, 1) for r in rows]
+    _family(out, "headnode_job_state", "1 for the state each live job is in", states)
     metrics = [(r, loads(r["metrics"], {}) or {}) for r in rows]
     for name, key, text in (
         ("headnode_job_tokens_per_second", "tokens_per_s", "training throughput from the last metrics line"),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .. import rules
 from ..inventory import Inventory
 from ..store import Store, loads
 from .attribution import attribute, live_jobs
@@ -42,7 +43,7 @@ def from_store(store: Store, inventory: Inventory) -> dict:
     out = []
     for h in inventory.hosts:
         row = hosts.get(h.name, {})
-        state = "draining" if row.get("draining") and row.get("state") == "up" else row.get("state") or "unknown"
+        state = rules.host_state(row.get("state"), row.get("draining"))
         out.append(host_entry(h.name, state, row.get("reason"), recs.get(h.name), gpus.get(h.name, []), live))
     return {"hosts": out}
 

@@ -1,24 +1,24 @@
 """`headnode submit`, `queue`, `show`, `cancel`, `logs`, `wait`, `scheduler run`, `scheduler status`.
 
-A thin layer over jobs.py and logs.py: parse, call, print. The commands only write intents into the
+A thin layer over scheduler/jobs.py and scheduler/logs.py: parse, call, print. The commands only write intents into the
 store; the scheduler loop acts on them (`cancel` does the teardown itself when no loop is running).
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 import time
 
-from .cli import add_common, add_json
-from .control import CANCEL_TIMEOUT
-from .errors import UserError
-from .model import JobState
-from .table import human_age, human_duration, print_table
+from . import add_common, add_json
+from ..control import CANCEL_TIMEOUT
+from ..errors import UserError
+from .. import humanize
+from ..model import JobState
+from ..table import print_table
+from ..terminal import escape_controls as _clean
 
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job was still live when --timeout ran out
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def register(sub) -> None:
@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--nodes", "-N", type=int, default=1, metavar="K", help="hosts to run on (default 1)")
     p.add_argument("--gpus-per-node", "-G", type=int, default=0, metavar="G", help="GPUs on each host (default 0)")
     p.add_argument("--procs-per-node", type=int, metavar="N", help="processes on each host of a CPU job (--gpus-per-node 0; default 1)")
-    p.add_argument("--data", metavar="NAME@VERSION", help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
+    p.add_argument("--data", metavar="NAME@VERSION",
+                   help="dataset to train on; NAME alone pins its newest version (see `headnode data list`)")
     p.add_argument("--priority", type=int, default=0, help="higher starts first (default 0)")
     p.add_argument("--time-limit", metavar="T", help="stop it after T: seconds, 30m, 2h, 1h30m or H:MM:SS")
     p.add_argument("--retries", type=int, default=0, metavar="R", help="run a failed job again up to R times")
@@ -58,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--node", type=int, metavar="K", help="only node K (0-based)")
     p.add_argument("--rank", type=int, metavar="R", help="only global rank R")
     p.add_argument("--attempt", type=int, metavar="A", help="an earlier attempt (default: the latest)")
+    p.add_argument("--raw", action="store_true",
+                   help="print the output as written (on a terminal, control characters are escaped unless --raw)")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser(
@@ -84,7 +87,7 @@ def register(sub) -> None:
 
 
 def cmd_submit(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     spec = jobs.JobSpec(
@@ -117,7 +120,7 @@ def cmd_submit(args, ctx) -> int:
 
 
 def cmd_queue(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     rows = jobs.summaries(ctx.store, include_finished=args.all)
     if args.json:
@@ -135,7 +138,7 @@ def cmd_queue(args, ctx) -> int:
                 r["state"],
                 r["nodes"],
                 r["gpus_per_node"],
-                human_age(r["submitted_at"]),
+                humanize.age(r["submitted_at"], time.time()),
                 _num(r["step"]),
                 _num(r["loss"]),
                 ",".join(r["hosts"]) or "-",
@@ -148,7 +151,7 @@ def cmd_queue(args, ctx) -> int:
 
 
 def cmd_show(args, ctx) -> int:
-    from . import jobs
+    from .. import jobs
 
     doc = jobs.show(ctx.store, jobs.find(ctx.store, args.job).id)
     if args.json:
@@ -156,7 +159,7 @@ def cmd_show(args, ctx) -> int:
         return 0
     attempt = f" (attempt {doc['attempt']})" if doc["attempt"] else ""
     print(f"job {doc['id']}  {_clean(doc['name'])}  {doc['state']}{attempt}")
-    limit = human_duration(doc["time_limit"]) if doc["time_limit"] else "none"
+    limit = humanize.duration(doc["time_limit"]) if doc["time_limit"] else "none"
     fields = [
         ("reason", doc["reason"]),
         ("command", shlex.join(doc["command"])),
@@ -206,11 +209,6 @@ def _shape(doc: dict) -> str:
     return f"{doc['nodes_requested']} node(s) x {doc['procs_per_node']} CPU process(es)"
 
 
-def _clean(value) -> str:
-    """Control characters as escapes: a command or reason must not drive the reader's terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-
-
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -233,7 +231,7 @@ def _num(v) -> str:
 
 
 def cmd_cancel(args, ctx) -> int:
-    from . import control, jobs
+    from .. import control, jobs
 
     targets = [jobs.find(ctx.store, ref).id for ref in args.jobs]  # every lookup first: a typo cancels nothing
 
@@ -255,7 +253,7 @@ def cmd_cancel(args, ctx) -> int:
 
 
 def cmd_wait(args, ctx) -> int:
-    from . import control, jobs
+    from .. import control, jobs
 
     job = jobs.find(ctx.store, args.job)
     if not job.terminal:
@@ -273,7 +271,7 @@ def cmd_wait(args, ctx) -> int:
 
 
 def _warn_if_no_loop(ctx) -> None:
-    from . import lease
+    from .. import lease
 
     if lease.active(ctx.store) is None:
         print(
@@ -287,26 +285,28 @@ def _warn_if_no_loop(ctx) -> None:
 
 
 def cmd_logs(args, ctx) -> int:
-    from . import jobs, logs
+    from .. import jobs, logs
 
     job = jobs.find(ctx.store, args.job)
     if args.node is not None and not 0 <= args.node < job.nodes:
         raise UserError(f"job {job.id} has no node {args.node}", f"its nodes are 0..{job.nodes - 1}", "pick one of those")
     if args.attempt is not None and not 1 <= args.attempt <= job.attempt:
-        raise UserError(f"job {job.id} has no attempt {args.attempt}", f"it has run {job.attempt} attempt(s)", "omit --attempt for the latest")
+        raise UserError(f"job {job.id} has no attempt {args.attempt}", f"it has run {job.attempt} attempt(s)",
+                        "omit --attempt for the latest")
     if job.attempt == 0 and not args.follow:
         raise UserError(f"job {job.id} has no logs yet", f"it is {job.state}: {job.reason}", "use -f to wait for them")
 
     def warn(text: str) -> None:
-        print(f"headnode: {text}", file=sys.stderr, flush=True)
+        print(f"headnode: {_clean(text)}", file=sys.stderr, flush=True)
 
     if args.follow and args.attempt is None:
         lines = logs.follow(ctx.store, ctx.executor, ctx.inventory, job.id, node=args.node, rank=args.rank, warn=warn)
     else:
         node_logs = logs.node_logs(ctx.store, job.id, args.attempt or job.attempt)
         lines = logs.read(ctx.executor, ctx.inventory, node_logs, node=args.node, rank=args.rank, warn=warn)
+    raw = args.raw or not sys.stdout.isatty()  # piped: the bytes as written, for grep and files
     for line in lines:
-        print(line, flush=args.follow)
+        print(line if raw else _clean(line), flush=args.follow)
     return 0
 
 
@@ -319,20 +319,23 @@ def cmd_scheduler_run(args, ctx) -> int:
     import signal
     import threading
 
-    from . import lease, loop
+    from .. import lease, loop
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     holder = lease.holder_id()
     print(f"scheduler loop {holder} on {ctx.inventory.state_dir}; Ctrl-C stops it (jobs keep running)", file=sys.stderr)
-    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder)
+    def waiting(held) -> None:
+        print(f"waiting for {held.describe()} to finish its teardown before starting", file=sys.stderr)
+
+    loop.run_forever(ctx.inventory, stop_event=stop, holder=holder, on_wait=waiting)
     print("scheduler loop stopped; lease released", file=sys.stderr)
     return 0
 
 
 def cmd_scheduler_status(args, ctx) -> int:
-    from . import lease
+    from .. import lease
 
     cur = lease.current(ctx.store)
     active = cur is not None and not cur.expired()
@@ -351,7 +354,7 @@ def cmd_scheduler_status(args, ctx) -> int:
         print("no scheduler loop has run on this store; start one with `headnode scheduler run`")
     elif not active:
         gone = cur.dead_holder()
-        ended = gone if gone is not None else f"its lease expired {human_age(cur.expires_at)} ago"
+        ended = gone if gone is not None else f"its lease expired {humanize.age(cur.expires_at, time.time())} ago"
         print(f"no scheduler loop is running; the last was {cur.describe()}, {ended}")
     else:
         print(f"scheduler loop: {cur.describe()}; lease expires in {max(0.0, cur.expires_at - time.time()):.1f} s")

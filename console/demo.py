@@ -7,7 +7,9 @@
    job, where the loss falls live; headless with --no-console, printing a line per few steps;
 4. a sample of generated text from the newest checkpoint (`python -m trainer.sample`).
 
-No Textual import here: the console is opened through console.app only when asked for.
+It lives on the console side because it drives both: the scheduler library for the data, the job and
+the loop, and the console (console.app, imported only when asked for) to watch. No Textual import at
+the top: the headless path runs without it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import threading
 import time
 from pathlib import Path
 
-from . import control, jobs, launch, lease
-from .errors import UserError
-from .inventory import Inventory
-from .model import Job, JobState
-from .store import Store
+from scheduler import control, jobs, launch, lease
+from scheduler.errors import UserError
+from scheduler.inventory import Inventory
+from scheduler.model import Job, JobState
+from scheduler.store import Store
 
 DATASET = "demo-stdlib"
 STEPS = 200
@@ -91,8 +93,8 @@ def sources() -> list[str]:
 
 def prepare_dataset(store: Store, executor, inventory: Inventory, host) -> str:
     """Tokenize (or find, the version being the content's hash) and copy it where the run reads it."""
-    from .data import prepare, versions
-    from .data.sync import sync
+    from scheduler.data import prepare, versions
+    from scheduler.data.sync import sync
 
     t0 = time.monotonic()
     report = prepare.prepare(store, sources(), DATASET, tokenizer="byte", include=["*.py"], progress=False)
@@ -115,7 +117,7 @@ def submit(store: Store, inventory: Inventory, data: str, steps: int) -> dict:
 
 
 def _run_loop(inventory: Inventory, kind: str, stop: threading.Event) -> None:
-    from . import loop
+    from scheduler import loop
 
     try:
         loop.run_forever(inventory, kind=kind, stop_event=stop)
@@ -126,7 +128,7 @@ def _run_loop(inventory: Inventory, kind: str, stop: threading.Event) -> None:
 def _console(inventory: Inventory, job_id: int) -> None:
     """The console on the job. The demo's own thread runs the loop (it must outlive the console, to
     see the run to its end), so the console embeds none; its header still says "embedded"."""
-    from console.app import build_app
+    from .app import build_app
 
     hint = "press q for a sample of what it learned"
     build_app(inventory, embedded_loop=False, job=job_id, on_job_end=hint).run()

@@ -1,10 +1,14 @@
 """The host-side sampler: one JSON line per interval with the GPUs, the host and the job processes.
 
-Nothing is installed on the hosts: the collector ships this file's source over the existing
-connection and runs it as `python -u -c SOURCE --interval 1 --workdir W`. So it imports only the
-standard library at module level; psutil and pynvml are used when the host's python has them
-(/proc is the fallback for CPU, memory and network; no NVML means no GPUs, not an error). It exits
-when its session ends: stdin reaches EOF, or stdout breaks.
+    python -u sampler.py [--interval 1] [--workdir W] [--once] [--stall-after 30]
+
+Nothing is installed on the hosts: the collector ships this file's text over the existing connection
+(through bootstrap.py, like every program here). It prints one JSON line per interval (`Sampler.sample`
+plus "self_cpu_s", its own CPU time): with --once a single one. It imports only the standard library at
+module level; psutil and pynvml are used when the host's python has them (/proc is the fallback for
+CPU, memory and network; no NVML means no GPUs, not an error). It exits when its session ends: stdin
+reaches EOF, or stdout breaks, or a write blocks for --stall-after seconds. For `localhost` the
+collector uses `Sampler` in-process instead.
 
 Attribution happens here, next to /proc: a process belongs to job J when its environment holds
 HEADNODE_JOB_ID=J (the scheduler sets it; torchrun's workers inherit it). Environments are read

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from .cli import add_json
-from .errors import UserError
-from .table import human_bytes, print_table
+from . import add_json
+from ..errors import UserError
+from .. import humanize
+from ..table import print_table
 
 
 def register(sub) -> None:
@@ -28,7 +29,7 @@ def register(sub) -> None:
 
 
 def cmd_hosts(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
     rows = hosts.summaries(ctx.store, ctx.inventory)
     if args.json:
@@ -45,19 +46,21 @@ def cmd_hosts(args, ctx) -> int:
 
 
 def _gpus(r: dict) -> str:
-    if r["gpus_declared"] is not None:
-        detected = r["gpus_detected"]
-        return f"{r['gpus_declared']}" + (f" (detected {detected})" if detected is not None and detected != r["gpus_declared"] else "")
-    return "?" if r["gpus_detected"] is None else str(r["gpus_detected"])
+    """The host's GPUs (rules.host_gpus), and the probe's count beside a declared one that differs."""
+    total = "?" if r["gpus"] is None else str(r["gpus"])
+    detected = r["gpus_detected"]
+    differs = r["gpus_declared"] is not None and detected is not None and detected != r["gpus_declared"]
+    return f"{total} (detected {detected})" if differs else total
 
 
 def cmd_probe(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
-    from .execute import Executor
+    from ..execute import Executor
 
     if args.timeout <= 0:
-        raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take", "use a positive number, e.g. --timeout 10")
+        raise UserError(f"bad --timeout {args.timeout:g}", "it is the seconds each host may take",
+                        "use a positive number, e.g. --timeout 10")
     targets = [ctx.inventory.host(n) for n in args.names] if args.names else list(ctx.inventory.hosts)
     # --timeout bounds the whole answer per host, the SSH connect included.
     with Executor(ctx.inventory, connect_timeout=min(args.timeout, 5.0)) as executor:
@@ -77,7 +80,7 @@ def cmd_probe(args, ctx) -> int:
                     e["cuda"] or "-",
                     e["driver"] or "-",
                     "-" if e["gpus"] is None else e["gpus"],
-                    human_bytes(e["disk_free_bytes"]),
+                    humanize.size(e["disk_free_bytes"]) or "-",
                     f"{e['elapsed_s']:.1f}s",
                 ]
                 for e in entries
@@ -90,7 +93,7 @@ def cmd_probe(args, ctx) -> int:
 
 
 def cmd_drain(args, ctx) -> int:
-    from . import hosts
+    from .. import hosts
 
     changed = hosts.set_draining(ctx.store, ctx.inventory, args.name, args.draining)
     verb = "draining" if args.draining else "undrained"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from .cli import add_json
-from .table import human_age, human_bytes, print_table
+from . import add_json
+from .. import humanize
+from ..table import print_table
 
 FAILED = 1  # a command that ran but left a host without a verified copy
 
@@ -18,13 +19,18 @@ def register(sub) -> None:
     pr = ds.add_parser("prepare", help="tokenize text into shards and register a new version")
     pr.add_argument("sources", nargs="+", metavar="SRC", help="text files, directories (recursive) or .jsonl files")
     pr.add_argument("--name", required=True, help="dataset name")
-    pr.add_argument("--tokenizer", default="byte", help="byte (default), bpe[:VOCAB_SIZE] (trained on SRC), bpe:PATH (tokenizer.json), gpt2:PATH")
+    pr.add_argument("--tokenizer", default="byte",
+                    help="byte (default), bpe[:VOCAB_SIZE] (trained on SRC), bpe:PATH (tokenizer.json), gpt2:PATH")
     pr.add_argument("--shard-tokens", type=int, default=None, metavar="T", help="tokens per shard (default 16Mi)")
-    pr.add_argument("--val-fraction", type=float, default=None, metavar="F", help="share of documents held out for validation (default 0.01)")
-    pr.add_argument("--include", action="append", metavar="GLOB", help="in directories, only files matching GLOB (repeatable; default all text files)")
-    pr.add_argument("--exclude", action="append", metavar="GLOB", help="in directories, skip files and directories matching GLOB (repeatable)")
+    pr.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                    help="share of documents held out for validation (default 0.01)")
+    pr.add_argument("--include", action="append", metavar="GLOB",
+                    help="in directories, only files matching GLOB (repeatable; default all text files)")
+    pr.add_argument("--exclude", action="append", metavar="GLOB",
+                    help="in directories, skip files and directories matching GLOB (repeatable)")
     pr.add_argument("--text-field", default="text", metavar="FIELD", help="the text field of JSON-lines records (default text)")
-    pr.add_argument("--workers", type=int, default=None, metavar="N", help="tokenizer processes (default: all cores when the input is big enough)")
+    pr.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="tokenizer processes (default: all cores when the input is big enough)")
     add_json(pr)
     pr.set_defaults(func=cmd_prepare)
 
@@ -46,7 +52,8 @@ def register(sub) -> None:
     sy = ds.add_parser("sync", help="copy a version to hosts (parallel, resumable, skipping intact shards) and verify it there")
     sy.add_argument("spec", metavar="NAME[@VERSION]")
     sy.add_argument("hosts", nargs="*", metavar="HOST", help="default: every host")
-    sy.add_argument("--transport", choices=("auto", "rsync", "sftp"), default="auto", help="how files travel (default: rsync where both sides have it, else SFTP)")
+    sy.add_argument("--transport", choices=("auto", "rsync", "sftp"), default="auto",
+                    help="how files travel (default: rsync where both sides have it, else SFTP)")
     add_json(sy)
     sy.set_defaults(func=cmd_sync)
 
@@ -66,7 +73,7 @@ def register(sub) -> None:
 
 
 def cmd_prepare(args, ctx) -> int:
-    from .data import prepare
+    from ..data import prepare
 
     kw = {k: v for k, v in (("shard_tokens", args.shard_tokens), ("val_fraction", args.val_fraction)) if v is not None}
     r = prepare.prepare(
@@ -85,8 +92,10 @@ def cmd_prepare(args, ctx) -> int:
         return 0
     verb = "prepared" if r.new else "unchanged: already registered as"
     print(f"{verb} {r.name}@{r.version}: {r.tokens:,} tokens ({r.train_tokens:,} train, {r.val_tokens:,} val) in {r.shards} shards")
-    rate = r.bytes / r.seconds / 1e6 if r.seconds else 0.0
-    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {human_bytes(r.bytes)} of text, {r.seconds:.1f}s ({rate:.1f} MB/s, {r.workers} worker{'s' if r.workers > 1 else ''})")
+    rate = humanize.size(r.bytes / r.seconds if r.seconds else 0)
+    workers = f"{r.workers} worker{'s' if r.workers > 1 else ''}"
+    print(f"  {r.documents:,} documents, {r.duplicates:,} exact duplicates dropped, {humanize.size(r.bytes)} of text, "
+          f"{r.seconds:.1f}s ({rate}/s, {workers})")
     if r.skipped_binary:
         print(f"  {len(r.skipped_binary)} binary files skipped, e.g. {r.skipped_binary[0]}")
     print(f"  {r.path}")
@@ -94,7 +103,7 @@ def cmd_prepare(args, ctx) -> int:
 
 
 def cmd_register(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     row, new = versions.register(ctx.store, args.directory, args.name)
     if args.json:
@@ -106,7 +115,7 @@ def cmd_register(args, ctx) -> int:
 
 
 def cmd_list(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     rows = versions.list_versions(ctx.store)
     hosts = len(ctx.inventory.hosts)
@@ -116,7 +125,8 @@ def cmd_list(args, ctx) -> int:
     print_table(
         ["DATASET", "TOKENS", "SHARDS", "TOKENIZER", "VERIFIED ON", "CREATED", "BY"],
         [
-            [f"{r['name']}@{r['version']}", f"{r['tokens']:,}", r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}", human_age(r["created_at"]), r["author"]]
+            [f"{r['name']}@{r['version']}", humanize.count(r["tokens"]), r["shards"], r["tokenizer"], f"{r['verified']}/{hosts}",
+             humanize.age(r["created_at"], time.time()), r["author"]]
             for r in rows
         ],
     )
@@ -124,7 +134,7 @@ def cmd_list(args, ctx) -> int:
 
 
 def cmd_show(args, ctx) -> int:
-    from .data import versions
+    from ..data import versions
 
     d = _show(ctx, versions.resolve(ctx.store, args.spec))
     if args.json:
@@ -134,12 +144,12 @@ def cmd_show(args, ctx) -> int:
     print(f"  tokenizer {d['tokenizer']['kind']} (vocab {d['vocab_size']}, {d['dtype']}), {d['shards']} shards, hash {d['hash']}")
     print(f"  created {time.strftime('%Y-%m-%d %H:%M', time.localtime(d['created_at']))} by {d['author']}, at {d['path']}")
     for s in d["sources"]:
-        size = f", {human_bytes(s['bytes'])} in {s['files']} files" if "bytes" in s else ""
+        size = f", {humanize.size(s['bytes'])} in {s['files']} files" if "bytes" in s else ""
         print(f"  source {s['path']}{size}" + (f", sha256 {s['sha256'][:16]}…" if "sha256" in s else ""))
     print()
     print_table(
         ["HOST", "COPY", "SINCE", "DETAIL"],
-        [[p["host"], p["state"], human_age(p["updated_at"]), p["detail"] or ""] for p in d["placements"]],
+        [[p["host"], p["state"], humanize.age(p["updated_at"], time.time()), p["detail"] or ""] for p in d["placements"]],
     )
     print()
     if d["runs"]:
@@ -150,7 +160,7 @@ def cmd_show(args, ctx) -> int:
 
 
 def _show(ctx, row: dict) -> dict:
-    from .data import versions
+    from ..data import versions
 
     return versions.summary(row, [h.name for h in ctx.inventory.hosts], ctx.store)
 
@@ -160,7 +170,7 @@ def _targets(ctx, names: list[str]):
 
 
 def cmd_sync(args, ctx) -> int:
-    from .data import sync, versions
+    from ..data import sync, versions
 
     row = versions.resolve(ctx.store, args.spec)
     results = sync.sync(ctx.store, ctx.executor, _targets(ctx, args.hosts), row, transport=args.transport)
@@ -170,7 +180,7 @@ def cmd_sync(args, ctx) -> int:
         print_table(
             ["HOST", "COPY", "SENT", "KEPT", "BYTES SENT", "VIA", "TIME", "DETAIL"],
             [
-                [r.host, r.state, len(r.sent), r.kept, human_bytes(r.bytes_sent), r.transport or "-", f"{r.seconds:.1f}s", r.detail or ""]
+                [r.host, r.state, len(r.sent), r.kept, humanize.size(r.bytes_sent), r.transport or "-", f"{r.seconds:.1f}s", r.detail or ""]
                 for r in results
             ],
         )
@@ -178,7 +188,7 @@ def cmd_sync(args, ctx) -> int:
 
 
 def cmd_verify(args, ctx) -> int:
-    from .data import verify, versions
+    from ..data import verify, versions
 
     row = versions.resolve(ctx.store, args.spec)
     names = args.hosts or sorted(versions.placements(ctx.store, row["name"], row["version"])) or [h.name for h in ctx.inventory.hosts]
@@ -191,7 +201,7 @@ def cmd_verify(args, ctx) -> int:
 
 
 def cmd_prune(args, ctx) -> int:
-    from .data import prune
+    from ..data import prune
 
     results = prune.prune(ctx.store, ctx.executor, _targets(ctx, args.hosts), args.spec, keep=args.keep, dry_run=args.dry_run)
     ok = all(r["error"] is None for r in results)

@@ -11,9 +11,10 @@ import json
 import sys
 import time
 
-from .cli import add_json
-from .errors import UserError
-from .table import human_bytes, print_table
+from . import add_json
+from ..errors import UserError
+from .. import humanize
+from ..table import print_table
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -34,7 +35,7 @@ def register(sub) -> None:
 
 
 def loop_is_collecting(store, settings, now: float) -> bool:
-    from . import lease
+    from .. import lease
 
     if lease.active(store, now) is None:
         return False
@@ -43,7 +44,7 @@ def loop_is_collecting(store, settings, now: float) -> bool:
 
 
 def cmd_top(args, ctx) -> int:
-    from .telemetry import view
+    from ..telemetry import view
 
     inv = ctx.inventory
     interval = inv.settings.telemetry_interval if args.interval is None else args.interval
@@ -53,8 +54,8 @@ def cmd_top(args, ctx) -> int:
     if loop_is_collecting(store, inv.settings, time.time()):
         snapshot = lambda: view.from_store(store, inv)  # noqa: E731
         return _show(args, snapshot, interval)
-    from .telemetry.attribution import live_jobs
-    from .telemetry.collector import Collector, sample_once
+    from ..telemetry.attribution import live_jobs
+    from ..telemetry.collector import Collector, sample_once
 
     if args.once:
         return _show(args, lambda: view.from_samples(inv, sample_once(inv, ctx.executor, list(inv.hosts)), live_jobs(store)), interval)
@@ -95,16 +96,19 @@ def table(doc: dict) -> tuple[list[str], list[list]]:
     for h in doc["hosts"]:
         jobs = ",".join(sorted(h["jobs"])) or ""
         load = f"{h['load'][0]:.2f}" if h.get("load") else None
-        rows.append([h["name"], h["state"] if h["state"] != "down" else f"down: {h['reason']}", _pct(h["cpu_percent"]), _pct(h["mem_percent"]), load, f"{len(h['gpus'])}" if h["gpus"] else "-", "", "", "", "", "", jobs])
+        state = h["state"] if h["state"] != "down" else f"down: {h['reason']}"
+        gpus = f"{len(h['gpus'])}" if h["gpus"] else "-"
+        rows.append([h["name"], state, _pct(h["cpu_percent"]), _pct(h["mem_percent"]), load, gpus, "", "", "", "", "", jobs])
         for g in h["gpus"]:
             foreign = sum(1 for p in g["processes"] or [] if p["flag"])
             owners = ",".join(g["jobs"]) + (f" +{foreign} foreign" if foreign else "")
-            rows.append(["", "", "", "", "", g["index"], _model(g.get("name")), _pct(g.get("util")), _mem(g), _na(g.get("temp"), "C"), _power(g), owners])
+            rows.append(["", "", "", "", "", g["index"], _model(g.get("name")), _pct(g.get("util")), _mem(g),
+                         _na(g.get("temp"), "C"), _power(g), owners])
     return headers, rows
 
 
 def _pct(v) -> str:
-    return "N/A" if v is None else f"{v:.0f}%"
+    return humanize.percent(v) or "N/A"
 
 
 def _na(v, unit: str = "") -> str:
@@ -118,7 +122,7 @@ def _model(name: str | None) -> str:
 def _mem(g: dict) -> str:
     if g.get("mem_used") is None:
         return "N/A"
-    return f"{human_bytes(g['mem_used'])}/{human_bytes(g['mem_total'])}"
+    return f"{humanize.size(g['mem_used'])}/{humanize.size(g['mem_total'])}"
 
 
 def _power(g: dict) -> str:
@@ -129,9 +133,9 @@ def _power(g: dict) -> str:
 
 
 def cmd_metrics_serve(args, ctx) -> int:
-    from .telemetry.prometheus import make_server
+    from ..telemetry.prometheus import make_server
 
-    ctx.store  # mirrors the inventory into the store before the first scrape
+    _ = ctx.store  # opening it mirrors the inventory into the store before the first scrape
     try:
         server = make_server(ctx.inventory, args.bind, args.port)
     except OSError as e:
