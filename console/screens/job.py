@@ -86,7 +86,7 @@ class JobScreen(PolledScreen):
 
     def __init__(self, job_id: int, **kw) -> None:
         self.job_id = job_id
-        self.what = f"job {job_id}"
+        self.what = f"job {job_id}"  # before PolledScreen.__init__, which names the poll with it
         super().__init__(**kw)
         self.detail: queries.JobDetail | None = None
         self._follower: LogFollower | None = None
