@@ -95,6 +95,7 @@ async def test_cancel_from_the_console_stops_every_rank_and_says_cancel_verified
         text = screen_text(app)
         assert f"node 0 on {cluster.hosts[0].name}" in text and f"node 1 on {cluster.hosts[1].name}" in text
         await pilot.press("y")
-        await until(pilot, lambda: any(f"job {job.id}: cancel verified" in n.message for n in app._notifications),
+        await until(pilot, lambda: any(n.title == f"job {job.id}: cancel verified" and "verified: no process left" in n.message
+                                       for n in app._notifications),
                     60, "cancel verified")
     assert all(cluster.pids(h.name, {"HEADNODE_JOB_ID": str(job.id)}) == [] for h in cluster.hosts)

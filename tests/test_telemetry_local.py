@@ -102,7 +102,7 @@ def test_top_without_once_refreshes_until_interrupted(inv):
 
 def test_a_bad_interval_is_one_sentence(inv, capsys):
     assert cli.main(["top", "--once", "--interval", "0", "--config", str(inv.path)]) == 2
-    assert capsys.readouterr().err.startswith("headnode: --interval must be positive")
+    assert capsys.readouterr().err.startswith("headnode: bad --interval 0: it is below 0.1;")
 
 
 def test_processes_without_a_live_job_are_flagged():
