@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from scheduler import control, jobs, lease
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
-from scheduler.model import TERMINAL, Job
+from scheduler.model import Job
 from scheduler.store import Store
 
 from . import commands, queries
@@ -163,10 +163,10 @@ class HeadnodeApp(App):
 
     # --- navigation ---------------------------------------------------------------------------
 
-    def job_ended(self, job: dict) -> None:
+    def job_ended(self, job: Job) -> None:
         """A job being watched has just ended: say how, and what to do next when the caller said."""
-        text = f"job {job['id']} ended {job['state']}: {job['reason']}"
-        severity = "information" if job["state"] == "SUCCEEDED" else "error"
+        text = f"job {job.id} ended {job.state}: {job.reason}"
+        severity = "information" if job.state == "SUCCEEDED" else "error"
         self.notify(text + (f"; {self.on_job_end}" if self.on_job_end else ""), severity=severity, timeout=60)
 
     def open_job(self, job_id: int) -> None:
@@ -256,8 +256,8 @@ class HeadnodeApp(App):
         detail = self.db.call(queries.job_detail, job_id)
         if detail is None:
             raise UserError(f"job {job_id} not found", "it is not in the store", "check the queue")
-        if detail.job["state"] in TERMINAL:
-            self.call_from_thread(self.notify, f"job {job_id} already ended: {detail.job['state']}")
+        if detail.job.terminal:
+            self.call_from_thread(self.notify, f"job {job_id} already ended: {detail.job.state}")
             return
         self.call_from_thread(self.push_screen, ConfirmCancel(detail), lambda yes: yes and self.cancel(job_id))
 

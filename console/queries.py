@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from scheduler import rules
 from scheduler.hosts import gpus_in_use
 from scheduler.inventory import Inventory
-from scheduler.model import LIVE, sql_set
+from scheduler import jobs
+from scheduler.errors import NotFound
+from scheduler.model import LIVE, Attempt, Job, Node, sql_set
 from scheduler.store import Store
 
 
@@ -128,18 +130,17 @@ def queue(store: Store, since: float | None) -> tuple[dict[int, tuple], float]:
 
 @dataclass
 class JobDetail:
-    job: dict
-    attempts: list[dict]
-    nodes: list[dict]  # of the current attempt
+    job: Job
+    attempts: list[Attempt]
+    nodes: list[Node]  # of the current attempt
 
 
 def job_detail(store: Store, job_id: int) -> JobDetail | None:
-    job = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-    if job is None:
+    try:
+        job = jobs.get(store, job_id)
+    except NotFound:
         return None
-    attempts = store.query("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
-    nodes = store.query("SELECT * FROM job_nodes WHERE job_id = ? AND attempt = ? ORDER BY node_rank", (job_id, job["attempt"]))
-    return JobDetail(job, attempts, nodes)
+    return JobDetail(job, jobs.attempts(store, job_id), jobs.nodes(store, job_id, job.attempt))
 
 
 # --- datasets ----------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ async def test_the_console_shows_the_hosts_a_two_host_job_running_then_succeeded
         lines = sorted(line for line in log.lines if "hello from rank" in line)
         assert lines == [f"[node 0 rank 0] hello from rank 0 of 2 on {names[0]}",
                          f"[node 1 rank 1] hello from rank 1 of 2 on {names[1]}"]
-        await until(pilot, lambda: app.screen.detail.job["state"] == "SUCCEEDED", 60, "job SUCCEEDED")
+        await until(pilot, lambda: app.screen.detail.job.state == "SUCCEEDED", 60, "job SUCCEEDED")
         await pilot.press("escape")
         await until(pilot, lambda: state() == "SUCCEEDED", 10, "SUCCEEDED in the queue")
     assert "RUNNING" in seen

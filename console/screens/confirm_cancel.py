@@ -11,7 +11,6 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from scheduler.model import TERMINAL
-from scheduler.store import loads
 
 from .. import queries
 
@@ -19,19 +18,19 @@ from .. import queries
 def what_stops(d: queries.JobDetail) -> Text:
     j = d.job
     t = Text()
-    t.append(f"Cancel job {j['id']} ({j['name']})?\n\n", style="bold")
-    if j["state"] in TERMINAL:
-        t.append(f"It already ended: {j['state']}. Nothing to stop.\n")
+    t.append(f"Cancel job {j.id} ({j.name})?\n\n", style="bold")
+    if j.state in TERMINAL:
+        t.append(f"It already ended: {j.state}. Nothing to stop.\n")
         return t
-    t.append(f"It is {j['state']}")
-    live = [n for n in d.nodes if n["state"] not in ("EXITED", "LOST")]
+    t.append(f"It is {j.state}")
+    live = [n for n in d.nodes if not n.over]
     if not live:
         t.append(", not started on any host: it leaves the queue.\n")
         return t
     t.append(". These will be stopped, and checked gone:\n")
     for n in live:
-        gpus = ",".join(map(str, loads(n["gpus"], []))) or "no GPU"
-        t.append(f"  node {n['node_rank']} on {n['host']}  (GPUs {gpus}, pid {n['pid'] or '?'})\n")
+        gpus = ",".join(map(str, n.gpus)) or "no GPU"
+        t.append(f"  node {n.node_rank} on {n.host}  (GPUs {gpus}, pid {n.pid or '?'})\n")
     return t
 
 

@@ -13,7 +13,6 @@ from textual.widgets import Footer, Log, Static
 
 from scheduler import humanize
 from scheduler.model import TERMINAL
-from scheduler.store import loads
 
 from .. import format as fmt
 from .. import queries
@@ -51,25 +50,25 @@ class Loaded(NamedTuple):
 
 def summary(d: queries.JobDetail) -> Text:
     j = d.job
-    m = loads(j["metrics"], {}) or {}
+    m = j.metrics or {}
     t = Text()
-    t.append(f"job {j['id']} ", style="bold")
-    t.append(f"{j['name']}  ")
-    t.append_text(fmt.state(j["state"]))
-    if j["reason"]:
-        t.append(f"  {j['reason']}", style="italic")
-    parts = [f"data {j['data'] or '-'}"]
-    if j["retries"] or j["attempt"] > 1:  # a job without retries has one attempt: no need to say
-        parts.insert(0, f"attempt {j['attempt']}/{j['retries'] + 1}")
-    if j["started_at"]:
-        parts.append(f"ran {humanize.duration((j['ended_at'] or fmt.now()) - j['started_at'])}")
+    t.append(f"job {j.id} ", style="bold")
+    t.append(f"{j.name}  ")
+    t.append_text(fmt.state(j.state))
+    if j.reason:
+        t.append(f"  {j.reason}", style="italic")
+    parts = [f"data {j.data or '-'}"]
+    if j.retries or j.attempt > 1:  # a job without retries has one attempt: no need to say
+        parts.insert(0, f"attempt {j.attempt}/{j.retries + 1}")
+    if j.started_at:
+        parts.append(f"ran {humanize.duration((j.ended_at or fmt.now()) - j.started_at)}")
     if m:
         parts += [f"step {m.get('step')}", f"loss {fmt.fixed(m.get('loss'), 3)}", f"{humanize.count(m.get('tokens_per_s'))} tok/s"]
         if m.get("mfu") is not None:  # null on CPUs, whose peak FLOP/s is unknown
             parts.append(f"MFU {100 * m['mfu']:.1f}%")
     t.append("\n" + "  ".join(parts))
     if len(d.attempts) > 1:
-        t.append("\nattempts: " + "  ".join(f"{a['attempt']} {a['state']} ({a['reason']})" for a in d.attempts),
+        t.append("\nattempts: " + "  ".join(f"{a.attempt} {a.state} ({a.reason})" for a in d.attempts),
                  style="dim")
     return t
 
@@ -120,13 +119,13 @@ class JobScreen(PolledScreen):
         when remote). Polls never overlap, so the cursor read here is the one the last show() left."""
         detail = self.app.db.call(self.fetch)
         at = self._cursor
-        rank0 = next((n for n in detail.nodes if n["node_rank"] == 0 and n["run_dir"]), None) if detail else None
+        rank0 = next((n for n in detail.nodes if n.node_rank == 0 and n.run_dir), None) if detail else None
         if rank0 is None or at.done:
             return Loaded(detail, [], at)
-        host, run_dir = rank0["host"], rank0["run_dir"]
+        host, run_dir = rank0.host, rank0.run_dir
         offset = at.offset if (at.host, at.run_dir) == (host, run_dir) else 0
         metrics, offset = read_metrics(self.app.executor, self.app.inventory, host, run_dir, offset)
-        done = detail.job["state"] in TERMINAL  # this was the last read
+        done = detail.job.terminal  # this was the last read
         return Loaded(detail, metrics, Cursor(host, run_dir, offset, done))
 
     def show(self, data: Loaded) -> None:
@@ -139,16 +138,15 @@ class JobScreen(PolledScreen):
         if detail is None:
             self.query_one("#job-summary", Static).update(f"job {self.job_id} not found")
             return
-        was = self.detail.job["state"] if self.detail else None
+        was = self.detail.job.state if self.detail else None
         self.detail = detail
-        state = detail.job["state"]
+        state = detail.job.state
         if was is not None and was not in TERMINAL and state in TERMINAL:
             self.app.job_ended(detail.job)
         self.query_one("#job-summary", Static).update(summary(detail))
         if state in TERMINAL and self.app.on_job_end:  # stays on screen, unlike the notice
             self.query_one("#log-title", Static).update(Text(f"log (job ended: {self.app.on_job_end})", style="bold"))
-        rows = {n["node_rank"]: (n["node_rank"], n["host"], tuple(loads(n["gpus"], [])), n["port"], n["state"],
-                                 n["exit_code"]) for n in detail.nodes}
+        rows = {n.node_rank: (n.node_rank, n.host, n.gpus, n.port, n.state.value, n.exit_code) for n in detail.nodes}
         self.query_one("#nodes-table", LineTable).set_rows(rows)
         self._append_log(self._follower.drain() if self._follower else [])
 
