@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 
 import pytest
 
 from scheduler.inventory import Settings
 from scheduler.store import Store, loads
-from scheduler.telemetry.hang import HANG, IDLE, Flag, check_hangs, detect_hang, detect_idle
+from scheduler.telemetry.hang import HANG, IDLE, Flag, check_hangs, detect_hang, detect_idle, last_progress
 from scheduler.telemetry.ingest import Received, ingest
 
 NOW = 10_000.0
@@ -19,8 +21,9 @@ def gpu(util, power=500.0, limit=700.0, idle_since=None) -> dict:
     return {"index": 0, "util": util, "power": power, "power_limit": limit, "idle_since": idle_since}
 
 
-def stalled(seconds: float) -> dict:
-    return {"started_at": NOW - 3600, "progress_at": NOW - seconds, "metrics_at": None}
+def stalled(seconds: float) -> float:
+    """The last progress stamp of a job that has not advanced for `seconds`."""
+    return NOW - seconds
 
 
 def test_a_job_that_progresses_is_never_hung_even_on_idle_gpus():
@@ -56,8 +59,9 @@ def test_without_any_telemetry_there_is_no_verdict():
 
 
 def test_the_last_progress_stamp_counts_whichever_it_is():
-    job = {"started_at": NOW - 3600, "progress_at": NOW - 1000, "metrics_at": NOW - 5}
-    assert detect_hang(job, [gpu(0)], [], NOW, AFTER) is None
+    job = SimpleNamespace(started_at=NOW - 3600, progress_at=NOW - 1000, metrics_at=NOW - 5)
+    assert last_progress(job) == NOW - 5
+    assert detect_hang(last_progress(job), [gpu(0)], [], NOW, AFTER) is None
 
 
 def test_gpus_idle_for_long_are_waste_even_when_the_job_progresses():

@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .. import jobs
+from ..model import Job, JobState
 from ..store import Store, dumps, loads
 
 IDLE_UTIL = 5.0  # percent
@@ -34,15 +36,16 @@ class Flag:
     reason: str
 
 
-def last_progress(job: dict) -> float | None:
-    stamps = [job.get(k) for k in ("progress_at", "metrics_at", "started_at")]
+def last_progress(job: Job) -> float | None:
+    """The newest sign of life: the log or metrics advancing, else the start."""
+    stamps = (job.progress_at, job.metrics_at, job.started_at)
     return max((s for s in stamps if s is not None), default=None)
 
 
-def detect_hang(job: dict, gpus: list[dict], ranks: list[dict], now: float, hang_after: float) -> Flag | None:
-    """gpus: the latest samples of the job's GPUs; ranks: [{host, pids, cpu_percent}] of its
-    processes. No evidence (no fresh telemetry) is no verdict: a silent host is NODE_LOST's business."""
-    last = last_progress(job)
+def detect_hang(last: float | None, gpus: list[dict], ranks: list[dict], now: float, hang_after: float) -> Flag | None:
+    """last: the job's last_progress; gpus: the latest samples of the job's GPUs; ranks: [{host, pids,
+    cpu_percent}] of its processes. No evidence (no fresh telemetry) is no verdict: a silent host is
+    NODE_LOST's business."""
     if last is None or now - last < hang_after:
         return None
     stalled = f"no progress for {now - last:.0f} s"
@@ -73,22 +76,22 @@ def detect_idle(gpus: list[dict], now: float, hang_after: float) -> Flag | None:
     return Flag(IDLE, f"{len(idle)} of its {len(gpus)} GPUs idle for {since:.0f} s")
 
 
-def job_evidence(store: Store, job: dict, fresh_after: float) -> tuple[list[dict], list[dict]]:
+def job_evidence(store: Store, job: Job, fresh_after: float) -> tuple[list[dict], list[dict]]:
     """(its GPUs' latest samples, its ranks per host) for the job's current attempt, fresh only."""
-    nodes = store.query("SELECT host, gpus FROM job_nodes WHERE job_id = ? AND attempt = ?", (job["id"], job["attempt"]))
+    nodes = jobs.nodes(store, job.id, job.attempt)
     if not nodes:
         return [], []
-    wanted = {(n["host"], g) for n in nodes for g in loads(n["gpus"], [])} | {(n["host"], -1) for n in nodes}
+    wanted = {(n.host, g) for n in nodes for g in n.gpus} | {(n.host, -1) for n in nodes}
     marks = ",".join("?" * len(nodes))
     gpus, ranks = [], []
-    for r in store.query(f"SELECT host, gpu, ts, sample FROM latest WHERE host IN ({marks})", [n["host"] for n in nodes]):
+    for r in store.query(f"SELECT host, gpu, ts, sample FROM latest WHERE host IN ({marks})", [n.host for n in nodes]):
         if (r["host"], r["gpu"]) not in wanted or r["ts"] < fresh_after:
             continue
         sample = loads(r["sample"])
         if r["gpu"] >= 0:
             gpus.append(sample)
-        elif str(job["id"]) in sample.get("jobs", {}):
-            ranks.append({"host": r["host"], **sample["jobs"][str(job["id"])]})
+        elif str(job.id) in sample.get("jobs", {}):
+            ranks.append({"host": r["host"], **sample["jobs"][str(job.id)]})
     return gpus, ranks
 
 
@@ -97,26 +100,25 @@ def check_hangs(store: Store, settings, now: float | None = None) -> list[tuple[
     new flags. Idempotent, so any process may call it every cycle."""
     now = time.time() if now is None else now
     raised = []
-    running = store.query("SELECT id, attempt, state, started_at, progress_at, metrics_at, flags, env, cancel_requested"
-                          " FROM jobs WHERE state = 'RUNNING'")
+    running = [job for job in jobs.active(store) if job.state == JobState.RUNNING]
     for job in running:
         gpus, ranks = job_evidence(store, job, now - settings.down_after)
-        findings = (detect_hang(job, gpus, ranks, now, settings.hang_after), detect_idle(gpus, now, settings.hang_after))
+        findings = (detect_hang(last_progress(job), gpus, ranks, now, settings.hang_after), detect_idle(gpus, now, settings.hang_after))
         found = {f.kind: f for f in findings if f}
-        before = loads(job["flags"], [])
+        before = list(job.flags)
         after = [f for f in before if f not in (HANG, IDLE)] + sorted(found)
         if after == before:
             continue
-        obj = f"job:{job['id']}"
+        obj = f"job:{job.id}"
         with store.tx():
-            store.execute("UPDATE jobs SET flags = ? WHERE id = ?", (dumps(after), job["id"]))
+            store.execute("UPDATE jobs SET flags = ? WHERE id = ?", (dumps(after), job.id))
             for kind in sorted(found.keys() - set(before)):
                 store.event(obj, "alert", f"{kind}: {found[kind].reason}")
-                raised.append((job["id"], found[kind]))
+                raised.append((job.id, found[kind]))
             for kind in sorted({HANG, IDLE} & set(before) - found.keys()):
                 store.event(obj, "alert cleared", kind)
-        if HANG in found and HANG not in before and loads(job["env"], {}).get(ON_HANG) == "cancel" and not job["cancel_requested"]:
+        if HANG in found and HANG not in before and job.env.get(ON_HANG) == "cancel" and not job.cancel_requested:
             from .. import lifecycle
 
-            lifecycle.request_cancel(store, job["id"], actor=f"telemetry ({ON_HANG}=cancel)")
+            lifecycle.request_cancel(store, job.id, actor=f"telemetry ({ON_HANG}=cancel)")
     return raised
