@@ -116,11 +116,10 @@ class Executor:
             try:
                 conn.open()
             except Exception as e:
-                cause = _handshake_failure(conn, e, self.connect_timeout)
+                route = _route(conn, host)
+                cause = _handshake_failure(_chain(conn)[::-1][route.failed], e, self.connect_timeout)
                 _close_chain(conn)  # else its transport thread waits on for the banner
-                if cause is e:
-                    raise
-                raise cause from e
+                raise ConnectFailed(cause, route) from e
             conn.transport.set_keepalive(5)  # notice a dead link between commands
             self._conns[host.name] = conn
             return conn
@@ -129,18 +128,27 @@ class Executor:
         import fabric  # 160 ms: only commands that touch remote hosts pay it
 
         # Every wait of the handshake within the connect timeout: the TCP connect and the negotiation
-        # (Fabric passes connect_timeout as paramiko's `timeout`), the banner and each auth reply.
-        kwargs: dict = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
-        if host.identity_file:
-            kwargs["key_filename"] = [host.identity_file]
+        # (Fabric passes connect_timeout as paramiko's `timeout`), the banner and each auth reply. The
+        # Config carries them (and identity_file) to the ProxyJump gateways too, which Fabric builds
+        # from the ssh config with nothing but a clone of it.
+        waits = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
+        config = fabric.Config(
+            ssh_config=ssh_config(host),  # the inventory's ssh_config, else ~/.ssh/config (parsed once)
+            overrides={
+                "connect_kwargs": {**waits, **({"key_filename": [host.identity_file]} if host.identity_file else {})},
+                "timeouts": {"connect": self.connect_timeout},
+            },
+        )
         conn = fabric.Connection(
             host.address,
             user=host.user,
             port=host.port,
             connect_timeout=self.connect_timeout,
-            connect_kwargs=kwargs,
+            connect_kwargs=dict(waits),  # identity_file comes from the Config: listed once, not twice
+            config=config,
         )
         _reject_unknown_keys(conn, host)
+        _bound_gateways(conn, self.connect_timeout)
         return conn
 
     def drop(self, host: Host) -> None:
@@ -291,7 +299,8 @@ class Executor:
 
     def ssh_command(self, host: Host) -> list[str]:
         """The OpenSSH client argv that reaches host with the same settings (for rsync -e)."""
-        cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
+        cmd = ["ssh", *(["-F", host.ssh_config] if host.ssh_config else [])]
+        cmd += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}"]
         if host.port:
             cmd += ["-p", str(host.port)]
         if host.identity_file:
@@ -372,6 +381,54 @@ class RemoteStream(Stream):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+# --- ~/.ssh/config ---------------------------------------------------------------------------------
+
+USER_SSH_CONFIG, SYSTEM_SSH_CONFIG = "~/.ssh/config", "/etc/ssh/ssh_config"
+_ssh_configs: dict[tuple, object] = {}
+_ssh_configs_lock = threading.Lock()
+
+
+def ssh_config(host: Host):
+    """The OpenSSH client config that SSH to `host` follows (a paramiko SSHConfig): the inventory's
+    ssh_config file alone (as `ssh -F FILE`), else ~/.ssh/config then /etc/ssh/ssh_config, as
+    Fabric reads them. Parsed once per version of the files (shared: lookups only read it)."""
+    import paramiko
+
+    paths = [host.ssh_config] if host.ssh_config else [os.path.expanduser(USER_SSH_CONFIG), SYSTEM_SSH_CONFIG]
+    key = tuple((p, *_version(p)) for p in paths)
+    with _ssh_configs_lock:
+        cached = _ssh_configs.get(key)
+    if cached is not None:
+        return cached
+    config = paramiko.SSHConfig()
+    for p in paths:
+        if os.path.isfile(p):
+            with open(p) as f:
+                config.parse(f)
+        elif host.ssh_config:  # named in hosts.toml (checked at load), and gone since
+            raise FileNotFoundError(errno.ENOENT, "ssh_config named in hosts.toml is missing", p)
+    with _ssh_configs_lock:
+        _ssh_configs[key] = config
+    return config
+
+
+def _version(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (None, None)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def ssh_lookup(host: Host) -> dict:
+    """What the ssh config says for host.address: `hostname` (the real destination, the address itself
+    when no HostName applies), and `proxyjump`, `port`, `user` ... when set."""
+    return dict(ssh_config(host).lookup(host.address))
+
+
+# --- host keys and connection errors ---------------------------------------------------------------
+
+
 def _reject_unknown_keys(conn, host: Host) -> None:
     """Undo Fabric's AutoAddPolicy on this connection and any ProxyJump gateway behind it."""
     import paramiko
@@ -388,16 +445,103 @@ def _reject_unknown_keys(conn, host: Host) -> None:
         c = c.gateway if not isinstance(c.gateway, str) else None
 
 
+@dataclass(frozen=True)
+class Hop:
+    """One SSH connection on the way to a host: a ProxyJump gateway, or the host itself (the last)."""
+
+    name: str  # as written: hosts.toml's address, or the ProxyJump entry's host
+    hostname: str  # where the TCP connection goes: the ssh config's HostName, else the name
+    port: int
+    user: str | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """How SSH reaches a host (gateways first, the host last) and which connection failed."""
+
+    hops: tuple[Hop, ...]
+    failed: int  # index into hops
+    proxy_command: str | None = None  # the host is reached through a ProxyCommand instead
+    jumps: tuple[str, ...] = ()  # the ProxyJump entries as the ssh config writes them, one per gateway
+
+
+class ConnectFailed(Exception):
+    """Opening the connection to a host failed with `error`, at `route.hops[route.failed]`."""
+
+    def __init__(self, error: BaseException, route: Route):
+        super().__init__(str(error))
+        self.error, self.route = error, route
+
+
+def _chain(conn) -> list:
+    """The Fabric connection and the ProxyJump gateways behind it: the host first, the first hop last."""
+    out, c = [], conn
+    while c is not None and hasattr(c, "client"):
+        out.append(c)
+        c = c.gateway if not isinstance(c.gateway, str) else None
+    return out
+
+
+def _route(conn, host: Host) -> Route:
+    """conn's route, and the first connection along it that did not get through (opened outward in)."""
+    chain = _chain(conn)[::-1]
+    hops = tuple(
+        Hop(host.address if c is conn else c.original_host, c.host, int(c.port), c.user) for c in chain
+    )
+    failed = len(chain) - 1
+    for i, c in enumerate(chain):
+        t = c.client.get_transport()
+        if t is None or not t.is_authenticated():
+            failed = i
+            break
+    jumps = tuple(j.strip() for j in (conn.ssh_config.get("proxyjump") or "").split(",") if j.strip())
+    if len(jumps) != len(chain) - 1:  # a gateway with a ProxyJump of its own: name each by its connection
+        jumps = tuple(f"{h.user}@{h.name}" + (f":{h.port}" if h.port != 22 else "") for h in hops[:-1])
+    command = conn.gateway if isinstance(conn.gateway, str) else None
+    return Route(hops, failed, command, jumps)
+
+
+def _bound_gateways(conn, seconds: float) -> None:
+    """Open each ProxyJump hop's forwarded channel within `seconds` (Fabric waits paramiko's default of
+    an hour for a gateway that cannot reach the next host)."""
+    chain = _chain(conn)
+    for c, gw in zip(chain, chain[1:]):
+        def open_gateway(c=c, gw=gw):
+            gw.open()
+            return gw.transport.open_channel("direct-tcpip", dest_addr=(c.host, int(c.port)), src_addr=("", 0), timeout=seconds)
+
+        c.open_gateway = open_gateway
+
+
 def connect_error(host: Host, e: BaseException, seconds: float | None = None) -> str:
     """Turn paramiko/socket exceptions into one true sentence that says what to do; `seconds` is the
     connect timeout the connection was held to. paramiko's own texts ("No existing session", "Error
-    reading SSH protocol banner") say where it stopped, not why, and never reach the user."""
+    reading SSH protocol banner") say where it stopped, not why, and never reach the user.
+
+    When the connection went through ProxyJump gateways (or an ssh config alias), the sentence names
+    the connection that failed, the gateway or the host, and gives a fix that works for that one: an
+    `ssh-keyscan` of the real HostName and port, run through the gateway before it when the head
+    cannot reach it directly."""
     import paramiko
 
-    where = f"{host.address}:{host.port or 22}"
+    route = None
+    if isinstance(e, ConnectFailed):
+        route, e = e.route, e.error
+    if route is None:
+        route = Route((Hop(host.address, host.address, host.port or 22, host.user),), 0)
+    hop = route.hops[route.failed]
+    gateway = route.failed < len(route.hops) - 1
+    through = route.hops[route.failed - 1] if route.failed else None
+    if gateway:
+        where = f"the ProxyJump gateway {_at(hop)} on the way to {host.address}"
+    elif through is not None:
+        where = f"{_at(hop)}, reached through the ProxyJump gateway {through.name}"
+    elif route.proxy_command:
+        where = f"{_at(hop)}, reached through a ProxyCommand"
+    else:
+        where = _at(hop)
     within = f"within {seconds:g} s" if seconds else "within the connect timeout"
     known = host.known_hosts or "~/.ssh/known_hosts"
-    keyscan = shlex.join(["ssh-keyscan", *(["-p", str(host.port)] if host.port else []), host.address])
     text = str(e)
     if isinstance(e, HandshakeFailed):
         if e.closed and e.stage == "banner":
@@ -412,18 +556,29 @@ def connect_error(host: Host, e: BaseException, seconds: float | None = None) ->
         return (
             f"host key changed for {where}: the server's key does not match {known} (possible "
             f"man-in-the-middle, or the host was reinstalled); if the change is expected, remove the old "
-            f"entry with `ssh-keygen -R {host.address} -f {known}` and add the new one with `{keyscan} >> {known}`"
+            f"entry with `{shlex.join(['ssh-keygen', '-R', _known_name(hop), '-f', known])}` and add the new one with"
+            f" `{_keyscan(host, route, known)}`"
         )
     if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in text:
-        return (f"host key unknown for {where}: it is not in {known}; to trust this host, check its fingerprint and run "
-                f"`{keyscan} >> {known}`")
+        which = "the gateway" if gateway else "this host"
+        return (f"host key unknown for {where}: it is not in {known}; to trust {which}, check its fingerprint and run "
+                f"`{_keyscan(host, route, known)}`")
     if isinstance(e, paramiko.AuthenticationException) and "timeout" in text.lower():
         return f"no answer to authentication from {where} {within} (sshd hung or overloaded?)"
+    if isinstance(e, paramiko.AuthenticationException) and gateway:
+        return (f"authentication refused by {where} for user {hop.user or 'default'}: set User and IdentityFile for "
+                f"{hop.name} in the ssh config, or load its key into ssh-agent")
     if isinstance(e, paramiko.AuthenticationException):
-        return (f"authentication refused by {where} for user {host.user or 'default'}: set identity_file or user in hosts.toml, "
-                "or load the key into ssh-agent")
+        return (f"authentication refused by {where} for user {hop.user or host.user or 'default'}: set identity_file or"
+                " user in hosts.toml, or load the key into ssh-agent")
+    if isinstance(e, paramiko.ChannelException) and through is not None and not gateway:
+        return (f"unreachable: the ProxyJump gateway {through.name} could not connect to {_at(hop)} "
+                f"({_short(e.text)}; is it up, and is that address right for the gateway?)")
     if isinstance(e, paramiko.ChannelException):
         return f"{where} refused to open a session ({_short(e.text)}; sshd's MaxSessions reached?)"
+    if isinstance(e, paramiko.SSHException) and "Timeout opening channel" in text and through is not None and not gateway:
+        return (f"unreachable: the ProxyJump gateway {through.name} did not connect to {_at(hop)} {within} "
+                "(host down, or a firewall between them?)")
     if isinstance(e, paramiko.SSHException) and "Timeout opening channel" in text:
         return f"unreachable: {where} stopped answering (no reply to opening a channel; link down?)"
     if isinstance(e, paramiko.SSHException) and text in ("No existing session", "SSH session not active"):
@@ -437,10 +592,43 @@ def connect_error(host: Host, e: BaseException, seconds: float | None = None) ->
             return f"unreachable: {where} refused the connection (is sshd running there, on that port?)"
         return f"unreachable: no route to {where} (host down, or not on this network?)"
     if isinstance(e, socket.gaierror):
-        return f"unreachable: cannot resolve {host.address} ({_short(e)}); check the address in hosts.toml"
+        fix = "check the address in hosts.toml" if hop.name == hop.hostname and not gateway else "check its HostName in the ssh config"
+        return f"unreachable: cannot resolve {hop.hostname} ({_short(e)}); {fix}"
     if isinstance(e, OSError):
         return f"unreachable: cannot connect to {where} ({_short(e)})"
     return f"SSH to {where} failed: {_short(e)}"
+
+
+def _at(hop: Hop) -> str:
+    """A hop for a sentence: `10.0.0.1:22`, or `gpu01 (10.0.0.1:22)` when an ssh config alias names it."""
+    return f"{hop.hostname}:{hop.port}" if hop.name == hop.hostname else f"{hop.name} ({hop.hostname}:{hop.port})"
+
+
+def _known_name(hop: Hop) -> str:
+    """How known_hosts (and paramiko's lookup) names the hop: the real hostname, with a non-22 port."""
+    return hop.hostname if hop.port == 22 else f"[{hop.hostname}]:{hop.port}"
+
+
+def _keyscan(host: Host, route: Route, known: str) -> str:
+    """A command line that appends the failed hop's host key to `known`, one that works for that hop:
+    ssh-keyscan of its real hostname and port, run here for the first hop, else on the gateway before
+    it (which can reach it), over ssh with headnode's settings."""
+    hop = route.hops[route.failed]
+    scan = ["ssh-keyscan", *(["-p", str(hop.port)] if hop.port != 22 else []), hop.hostname]
+    if route.failed == 0 and route.proxy_command:  # reached only through a command: OpenSSH shows the key, and asks
+        config = ["-F", host.ssh_config] if host.ssh_config else []
+        return shlex.join(["ssh", *config, "-o", f"UserKnownHostsFile={known}", host.address, "true"])
+    if route.failed == 0:
+        return f"{shlex.join(scan)} >> {known}"
+    jumps = route.jumps[: route.failed]
+    ssh = ["ssh", *(["-F", host.ssh_config] if host.ssh_config else [])]
+    if host.identity_file:
+        ssh += ["-i", host.identity_file]
+    if host.known_hosts:
+        ssh += ["-o", f"UserKnownHostsFile={host.known_hosts}"]
+    if len(jumps) > 1:
+        ssh += ["-J", ",".join(jumps[:-1])]
+    return f"{shlex.join([*ssh, jumps[-1], *scan])} >> {known}"
 
 
 def _short(e: BaseException | str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import rules
+from . import rendezvous, rules
 from .execute import NOT_FOUND, Executor, Result
 from .inventory import Host, Inventory
 from .remote import source
@@ -44,6 +44,7 @@ def summaries(store: Store, inventory: Inventory) -> list[dict]:
     """The `hosts --json` document: one entry per inventory host, in inventory order."""
     rows = {r["name"]: r for r in store.query("SELECT * FROM hosts")}
     used = gpus_in_use(store)
+    meet = rendezvous.meetings(store, inventory)
     out = []
     for h in inventory.hosts:
         r = rows.get(h.name, {})
@@ -60,6 +61,8 @@ def summaries(store: Store, inventory: Inventory) -> list[dict]:
                 "reason": r.get("reason"),
                 "last_seen": r.get("last_seen"),
                 "probed_at": r.get("probed_at"),
+                "rdzv_address": meet[h.name].address,
+                "rdzv_from": meet[h.name].source,
             }
         )
     return out
@@ -83,7 +86,7 @@ def set_draining(store: Store, inventory: Inventory, name: str, draining: bool, 
 
 def probe(executor: Executor, hosts: list[Host], *, timeout: float = PROBE_TIMEOUT) -> list[dict]:
     """One round trip per host, all hosts at once. Returns the `hosts probe --json` entries."""
-    results = executor.python_many(hosts, source("probe_host.py"), lambda h: [h.path()], timeout=timeout)
+    results = executor.python_many(hosts, source("probe_host.py"), lambda h: [h.path(), h.network_interface or ""], timeout=timeout)
     return [interpret(h, results[h.name]) for h in hosts]
 
 
@@ -104,6 +107,11 @@ def interpret(host: Host, r: Result) -> dict:
         "disk_free_bytes": None,
         "load": None,
         "cpus": None,
+        # Where the host's ranks meet the others' (rendezvous.py): learned here, kept in the store with
+        # the SSH address and network_interface it was learned for.
+        "address": host.address,
+        "network_interface": host.network_interface,
+        "rdzv_address": None,
         "elapsed_s": round(r.elapsed, 3),
     }
     if r.error:
@@ -125,6 +133,14 @@ def interpret(host: Host, r: Result) -> dict:
     entry["gpus"] = len(gpus)
     entry["gpu_names"] = [g.get("name") for g in gpus]
     entry["cuda_available"] = bool(gpus and entry["cuda"])
+    iface, interface_problem = facts.get("interface"), None
+    if host.network_interface and isinstance(iface, dict):
+        entry["rdzv_address"] = iface.get("address")
+        interface_problem = _interface_problem(host, iface)
+        if interface_problem:
+            entry["rdzv_address"] = None
+    elif not host.network_interface:
+        entry["rdzv_address"] = facts.get("ssh_address")
     if facts.get("python_too_old"):
         entry["reason"] = f"python too old: {host.python} is Python {entry['python']}; headnode's trainer needs 3.9 or newer"
     elif entry["torch"] is None:
@@ -134,8 +150,26 @@ def interpret(host: Host, r: Result) -> dict:
         )
     elif host.gpus is not None and host.gpus > len(gpus) and gpus:
         entry["reason"] = f"{host.gpus} GPUs declared in hosts.toml but only {len(gpus)} detected"
+    elif interface_problem:
+        entry["reason"] = interface_problem
     entry["ok"] = entry["reason"] is None
     return entry
+
+
+def _interface_problem(host: Host, iface: dict) -> str | None:
+    """Why the host's network_interface cannot carry its ranks' traffic, with the fix; None if it can."""
+    name = host.network_interface
+    fix = ("set network_interface in hosts.toml to the interface of the cluster network (or rdzv_address to the"
+           " address ranks should meet on)")
+    address = iface.get("address")
+    if address and not address.startswith("127."):
+        return None
+    if address:
+        return f"network_interface {name} on {host.name} is the loopback interface ({address}): other hosts cannot reach it; {fix}"
+    error = iface.get("error") or "no IPv4 address"
+    names = iface.get("interfaces") or []
+    there = f" (it has {', '.join(names[:20])}{' …' if len(names) > 20 else ''})" if names else ""
+    return f"network_interface {name} on {host.name}: {error}{there}; {fix}"
 
 
 def record_probe(store: Store, inventory: Inventory, entries: list[dict], actor: str | None = None) -> None:
@@ -144,13 +178,21 @@ def record_probe(store: Store, inventory: Inventory, entries: list[dict], actor:
     now = time.time()
     with store.tx():
         for e in entries:
-            old = store.one("SELECT state FROM hosts WHERE name = ?", (e["name"],))
+            old = store.one("SELECT state, probe FROM hosts WHERE name = ?", (e["name"],))
             state = "up" if e["reachable"] else "down"
+            kept = e
+            if not e["reachable"] and old is not None:
+                # A host that did not answer keeps what it said last about its rendezvous address.
+                before = loads(old["probe"], None)
+                if isinstance(before, dict) and (before.get("address"), before.get("network_interface")) == (
+                    e.get("address"), e.get("network_interface")
+                ):
+                    kept = {**e, "rdzv_address": before.get("rdzv_address")}
             store.execute(
                 "UPDATE hosts SET state = ?, reason = ?, probed_at = ?, probe = ?, "
                 "gpus_detected = COALESCE(?, gpus_detected), last_seen = CASE WHEN ? THEN ? ELSE last_seen END "
                 "WHERE name = ?",
-                (state, e["reason"], now, dumps(e), e["gpus"], e["reachable"], now, e["name"]),
+                (state, e["reason"], now, dumps(kept), e["gpus"], e["reachable"], now, e["name"]),
             )
             if old is None or old["state"] != state:
                 store.event(f"host:{e['name']}", state, e["reason"] or "probe answered", actor=actor)

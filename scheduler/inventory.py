@@ -7,6 +7,7 @@ machine alone as `localhost`, GPUs detected). Every mistake is rejected at load 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -33,6 +34,8 @@ LOCALHOST = "localhost"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$")
+# A DNS name (RFC 1123 labels): what rdzv_address may be besides an IP literal.
+DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 
 MAX_FILE_BYTES = 4 << 20  # an inventory of thousands of hosts is ~1 MB
 MAX_TEXT = 4096  # any string value (paths are at most PATH_MAX)
@@ -53,6 +56,10 @@ class Host:
     network_interface: str | None = None
     gpus: int | None = None  # declared; None = detect by probe
     tags: tuple[str, ...] = ()
+    # The address ranks meet on (torchrun's --rdzv-endpoint / --local-addr), when it is not the SSH
+    # address: see scheduler/rendezvous.py for what is used when it is not set.
+    rdzv_address: str | None = None
+    ssh_config: str | None = None  # an OpenSSH client config used instead of ~/.ssh/config (like ssh -F)
 
     @property
     def is_local(self) -> bool:
@@ -123,6 +130,8 @@ HOST_KEYS: dict[str, type | tuple[type, ...]] = {
     "network_interface": str,
     "gpus": int,
     "tags": list,
+    "rdzv_address": str,
+    "ssh_config": str,
 }
 SECTIONS = {"cluster", "defaults", "hosts", "scheduler", "telemetry"}
 CLUSTER_KEYS = {"name": str, "state_dir": str}
@@ -356,6 +365,7 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
     hosts: list[Host] = []
     names: dict[str, int] = {}
     addresses: dict[tuple, str] = {}
+    meeting: dict[str, str] = {}  # rdzv_address -> host
     for i, h in enumerate(hosts_doc):
         start = _host_start(chk, i)
         where = f"hosts[{i}]"
@@ -383,6 +393,20 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
             chk.fail(where, f"duplicate address {h['address']} (also host {addresses[key]!r})", "give every host its own address or port",
                      "address", start=start)
         addresses[key] = name
+        rdzv = merged.get("rdzv_address")
+        if rdzv is not None:
+            if rdzv in meeting:
+                chk.fail(where, f"duplicate rdzv_address {rdzv} (also host {meeting[rdzv]!r})",
+                         "give every host the address it has on the cluster network", "rdzv_address", start=start)
+            if not is_local and _is_loopback(rdzv):
+                chk.fail(where, f"rdzv_address {rdzv} is a loopback address: the other hosts' ranks cannot reach it",
+                         "set it to the host's address on the cluster network", "rdzv_address", start=start)
+            meeting[rdzv] = name
+        ssh_config = _expand(merged.get("ssh_config"), path)
+        if ssh_config is not None and not os.path.isfile(ssh_config):
+            chk.fail(where, f"ssh_config {_repr(ssh_config)} is not a file",
+                     "name an OpenSSH client config file (like ~/.ssh/config), or omit ssh_config to use ~/.ssh/config",
+                     "ssh_config", start=start if "ssh_config" in h else chk.section("defaults"))
         hosts.append(
             Host(
                 name=name,
@@ -396,6 +420,8 @@ def parse(doc: dict, path: Path, text: str = "") -> Inventory:
                 network_interface=merged.get("network_interface"),
                 gpus=merged.get("gpus"),
                 tags=tuple(merged.get("tags", ())),
+                rdzv_address=rdzv,
+                ssh_config=ssh_config,
             )
         )
 
@@ -516,8 +542,26 @@ def _check_host_keys(chk: _Checker, where: str, table: dict, *, start: int = 0) 
             chk.fail(where, f"user {_repr(v)} is not a valid login name", "fix the user name", k, start=start)
         if k == "network_interface" and not NAME_RE.match(v):
             chk.fail(where, f"network_interface {_repr(v)} is not an interface name", "use a name like eth0", k, start=start)
-        if k in ("python", "workdir") and (not v or "\n" in v or "\0" in v):
+        if k in ("python", "workdir", "ssh_config") and (not v or "\n" in v or "\0" in v):
             chk.fail(where, f"{k} must be a non-empty single-line path", f"fix {k}", k, start=start)
+        if k == "rdzv_address" and where == "[defaults]":
+            chk.fail(where, "rdzv_address is one host's own address, not a default for all",
+                     "set rdzv_address in each [[hosts]] table that needs it", k, start=start)
+        if k == "rdzv_address" and not _is_ip(v) and not DNS_NAME_RE.match(v):
+            chk.fail(where, f"rdzv_address {_repr(v)} is not an IP address or DNS name",
+                     "set it to the host's address on the cluster network, e.g. rdzv_address = \"10.1.0.11\"", k, start=start)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(text: str) -> bool:
+    return text.rstrip(".").lower() == LOCALHOST or (_is_ip(text) and ipaddress.ip_address(text).is_loopback)
 
 
 def _expand(p: str | None, config_path: Path) -> str | None:

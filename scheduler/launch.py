@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import rules
+from . import rendezvous, rules
 from .execute import Executor, Result, python_argv
 from .inventory import Host
 from .remote import source
@@ -72,8 +72,17 @@ def run_dir(host: Host, job_id: int) -> str:
 
 
 def address(host: Host) -> str:
-    """The address other nodes reach this host at (the loopback address for `localhost`)."""
-    return "127.0.0.1" if host.is_local else host.address
+    """The address this host's ranks meet the others on (scheduler/rendezvous.py): its rdzv_address
+    (from hosts.toml, or filled in by the loop with the one it resolved), else the loopback address for
+    `localhost`, else its SSH address if that is an IP address. Never an SSH alias: other hosts
+    cannot resolve one, and torchrun would wait for them forever."""
+    if host.rdzv_address:
+        return host.rdzv_address
+    if host.is_local:
+        return rendezvous.LOOPBACK
+    if rendezvous.is_ip(host.address):
+        return host.address
+    raise ValueError(f"{host.name}: no rendezvous address known (its SSH address {host.address!r} may be an alias)")
 
 
 def torchrun_argv(spec: NodeSpec) -> list[str]:
@@ -85,7 +94,7 @@ def torchrun_argv(spec: NodeSpec) -> list[str]:
         "--nproc-per-node", str(spec.nproc),
         "--node-rank", str(spec.node_rank),
         "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", f"{spec.endpoint}:{spec.port}",
+        "--rdzv-endpoint", rendezvous.endpoint(spec.endpoint, spec.port),
         "--rdzv-id", f"{spec.job_id}-{spec.attempt}",
         "--rdzv-conf", f"is_host={int(spec.node_rank == 0)}",
         "--local-addr", address(spec.host),

@@ -25,9 +25,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from . import control, jobs, launch, lease, lifecycle, policy, rules, teardown
+from . import control, jobs, launch, lease, lifecycle, policy, rendezvous, rules, teardown
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
 from .model import AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState
@@ -37,6 +37,7 @@ log = logging.getLogger("headnode.scheduler")
 
 START_GRACE = 60.0  # a STARTING node with no trace this long after its start did not start
 ORPHAN_START_GRACE = 5.0  # ... when the loop that started it is gone and its host shows no trace
+WAITING = "waiting for resources"  # a new job's reason (lifecycle.submit)
 BUSY_PORT_MEMORY = 300.0  # a rendezvous port found taken on a host is not placed there for this long
 
 
@@ -53,6 +54,8 @@ class Loop:
     next_sweep: dict[str, float] = field(default_factory=dict)
     # (host, port) -> until when: rendezvous ports that something not ours was found listening on.
     busy_ports: dict[tuple[str, int], float] = field(default_factory=dict)
+    # Whether a pending job may carry a rendezvous note to take back (a new loop looks once).
+    noted: bool = True
 
     @property
     def settings(self):
@@ -205,17 +208,65 @@ class Loop:
         now = self.clock()
         tags: dict[str, frozenset[str]] = {}
         data: dict[str, frozenset[str]] = {}
-        pending = []
+        # Multi-node jobs go only where ranks can meet: hosts with a rendezvous address (rendezvous.py).
+        unmet: list[str] = []
+        if any(r[3] > 1 for r in rows):
+            unmet = [n for n, m in rendezvous.meetings(self.store, self.inventory).items() if m.address is None]
+        meet = frozenset(h.name for h in self.inventory.hosts) - set(unmet) if unmet else None
+        pending, wide = [], []
         for id_, priority, submitted_at, nodes, gpus, limit, tag_text, ref in rows:
             if tag_text not in tags:
                 tags[tag_text] = frozenset(loads(tag_text, []))
             if ref and ref not in data:
                 data[ref] = _verified_hosts(self.store, ref)
-            pending.append(policy.PendingJob(
+            job = policy.PendingJob(
                 id=id_, priority=priority, submitted_at=submitted_at, nodes=nodes, gpus_per_node=gpus, time_limit=limit,
                 tags=tags[tag_text], allowed_hosts=data[ref] if ref else None,
-            ))  # fmt: skip
-        return policy.schedule(self._host_views(now), pending, self._running(), now, self.settings.port_range)
+            )  # fmt: skip
+            if nodes > 1 and meet is not None:
+                wide.append(job)
+                job = replace(job, allowed_hosts=meet if job.allowed_hosts is None else job.allowed_hosts & meet)
+            pending.append(job)
+        views = self._host_views(now)
+        placements = policy.schedule(views, pending, self._running(), now, self.settings.port_range)
+        if unmet or self.noted:
+            self._say_why_waiting(views, wide, meet, unmet, {p.job_id for p in placements})
+        return placements
+
+    def _say_why_waiting(self, views, wide: list[policy.PendingJob], meet, unmet: list[str], placed: set[int]) -> None:
+        """A multi-node job that could start but for hosts without a rendezvous address says so in its
+        reason (written once; taken back when that is no longer what it waits for)."""
+        which = "nodes > 1" if unmet else "reason LIKE ?"  # with every address known, only the notes to take back
+        current = {r["id"]: r["reason"] or "" for r in self.store.query(
+            f"SELECT id, reason FROM jobs WHERE state = 'PENDING' AND {which}", () if unmet else (f"%{rendezvous.WAITING_PREFIX}%",)
+        )}  # fmt: skip
+        notes: dict[int, str] = {}
+        shapes: dict[tuple, str | None] = {}
+        for job in wide:
+            if job.id in placed:
+                continue
+            shape = (job.nodes, job.gpus_per_node, job.tags, job.allowed_hosts)
+            if shape not in shapes:
+                shapes[shape] = None
+                allowed = job.allowed_hosts
+                only_met = replace(job, allowed_hosts=meet if allowed is None else allowed & meet)
+                if policy.feasible(views, job) is None and policy.feasible(views, only_met) is not None:
+                    fit = {v.name for v in views if job.tags <= v.tags and (v.gpus is None or v.gpus >= job.gpus_per_node)}
+                    names = [n for n in unmet if n in fit and (allowed is None or n in allowed)]
+                    shapes[shape] = rendezvous.waiting_reason(names)
+            if shapes[shape]:
+                notes[job.id] = shapes[shape]
+        changed = []
+        for job_id, reason in current.items():
+            base = _without_note(reason)
+            note = notes.get(job_id)
+            wanted = base if note is None else note if base == WAITING else f"{base}; {note}"
+            if wanted != reason:
+                changed.append((wanted, job_id))
+        if changed:
+            with self.store.tx():
+                self.store.conn.executemany("UPDATE jobs SET reason = ? WHERE id = ? AND state = 'PENDING'", changed)
+        self.noted = bool(notes)
 
     def _host_views(self, now: float) -> list[policy.HostView]:
         rows = {r["name"]: r for r in self.store.query("SELECT * FROM hosts")}
@@ -259,7 +310,9 @@ class Loop:
         Returns "started", "port busy" (requeued at once, uncharged), "failed" or "cancelled"."""
         job = jobs.get(self.store, placement.job_id)
         attempt = job.attempt + 1
-        hosts = [self.inventory.host(n.host) for n in placement.nodes]
+        hosts = self._meeting_hosts([self.inventory.host(n.host) for n in placement.nodes])
+        if hosts is None:
+            return "waiting"  # a host lost its rendezvous address since the plan: the next one says why
         specs = [
             launch.NodeSpec(
                 job_id=job.id, attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
@@ -270,6 +323,8 @@ class Loop:
         ]  # fmt: skip
         where = ", ".join(f"{s.host.name} (node {s.node_rank}, GPUs {list(s.gpus)})" for s in specs)
         reason = f"starting attempt {attempt} on {where}, port {placement.nodes[0].port}"
+        if len(specs) > 1:
+            reason += f", rendezvous {rendezvous.endpoint(specs[0].endpoint, specs[0].port)}"
         plans = [NodePlan(s.node_rank, s.host.name, tuple(s.gpus), s.port, s.run_dir, s.data_path) for s in specs]
         if lifecycle.start_attempt(self.store, job.id, plans, reason=reason, now=self.clock()) is None:
             return "cancelled"  # since we read the queue
@@ -301,6 +356,26 @@ class Loop:
         state = AttemptState.ABORTED if any(s.unreachable for s in failed) else AttemptState.FAILED
         control.finish(self.store, self.executor, self.inventory, fresh, Ending(state, why))
         return "failed"
+
+
+    def _meeting_hosts(self, hosts: list[Host]) -> list[Host] | None:
+        """The hosts, each carrying the rendezvous address its ranks meet on (launch.address reads it):
+        the loopback address for a single-node job (nothing to meet across hosts), else the one
+        rendezvous.py resolves; None if a host has none."""
+        if len(hosts) == 1:
+            return [replace(hosts[0], rdzv_address=rendezvous.LOOPBACK)]
+        found = rendezvous.meetings(self.store, self.inventory, {h.name for h in hosts})
+        if any(found[h.name].address is None for h in hosts):
+            return None
+        return [replace(h, rdzv_address=found[h.name].address) for h in hosts]
+
+
+def _without_note(reason: str) -> str:
+    """A pending job's reason without the rendezvous note _say_why_waiting added to it."""
+    at = reason.find(rendezvous.WAITING_PREFIX)
+    if at < 0:
+        return reason
+    return reason[:at].rstrip("; ") or WAITING
 
 
 def _running_reason(nodes: list[Node]) -> str:

@@ -221,6 +221,55 @@ class Cluster:
         assert Path(f"/proc/{pid}/comm").read_text().strip() == "sshd", f"{name}: pid {pid} is not its sshd"
         return pid
 
+    @contextlib.contextmanager
+    def behind(self, name: str, gateway: str, *, timeout: float = 20.0) -> Iterator[str]:
+        """Host `name` gets a second address that only host `gateway` can reach, with an sshd of its own
+        listening there alone (same host key, log in its home as sshd-behind.log): a host behind a
+        bastion. Yields that address; all is undone on exit.
+
+        A veth links the two namespaces directly, with the subnet's .200 (gateway) and .201 (`name`) as
+        /32 addresses and a route each way. This machine cannot reach .201: its bridge route makes it
+        ask by ARP, and `name` answers ARP only for addresses on the interface asked (arp_ignore=1)."""
+        h, g = self.host(name), self.host(gateway)
+        near, far = str(self.subnet[200]), str(self.subnet[201])
+        arp = Path("/proc/sys/net/ipv4/conf/all/arp_ignore")
+        before = _run(["ip", "netns", "exec", h.netns, "cat", str(arp)]).stdout.strip()
+        _ip("-n", g.netns, "link", "add", "hnbehind", "type", "veth", "peer", "name", "hnbehind", "netns", h.netns)
+        proc = None
+        try:
+            _run(["ip", "netns", "exec", h.netns, "sh", "-c", f"echo 1 > {arp}"])
+            for ns, mine, other in ((g.netns, near, far), (h.netns, far, near)):
+                _ip("-n", ns, "addr", "add", f"{mine}/32", "dev", "hnbehind")
+                _ip("-n", ns, "link", "set", "hnbehind", "up")
+                _ip("-n", ns, "route", "add", f"{other}/32", "dev", "hnbehind", "src", mine)
+            home = h.workdir.parent
+            conf, log = home / "sshd_config-behind", home / "sshd-behind.log"
+            conf.write_text(_sshd_config(far, home / "ssh_host_ed25519_key", self.root / "authorized_keys"))
+            log.write_text("")
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", h.netns, *self._clean_login(), SSHD, "-D", "-f", str(conf), "-E", str(log)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            deadline = time.monotonic() + timeout
+            while "Server listening on" not in log.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the sshd behind {gateway} did not come up on {name}: {_tail(log)}")
+                time.sleep(0.02)
+            yield far
+        finally:
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    proc.wait(timeout=5)
+            _ip("-n", g.netns, "link", "del", "hnbehind", check=False)  # its peer goes with it
+            _run(["ip", "netns", "exec", h.netns, "sh", "-c", f"echo {before or 0} > {arp}"], check=False)
+
+    def known_hosts_line(self, name: str, address: str) -> str:
+        """A known_hosts line for host `name`'s key under `address`."""
+        key_type, key = (self.host(name).workdir.parent / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        return f"{address} {key_type} {key}\n"
+
     def pids(self, name: str, env: Mapping[str, str] | None = None) -> list[int]:
         """Processes running on host `name` (in its network namespace), optionally only those whose
         environment contains every `env` item, e.g. pids("node0", {"HEADNODE_JOB_ID": "3"})."""

@@ -119,6 +119,17 @@ def cmd_submit(args, ctx) -> int:
             " `headnode hosts probe` (or declare gpus in hosts.toml).",
             file=sys.stderr,
         )
+    if spec.nodes > 1:
+        from .. import rendezvous
+
+        unmet = [n for n, m in rendezvous.meetings(ctx.store, ctx.inventory).items() if m.address is None]
+        if unmet:
+            print(
+                f"headnode: note: {', '.join(unmet)} {'has' if len(unmet) == 1 else 'have'} no rendezvous address yet (an SSH"
+                " alias is not one); multi-node jobs start there only after `headnode hosts probe` (or set rdzv_address"
+                " in hosts.toml).",
+                file=sys.stderr,
+            )
     _warn_if_no_loop(ctx)
     return 0
 

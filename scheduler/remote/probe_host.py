@@ -1,10 +1,13 @@
 """What a host has, for `headnode hosts probe`: one round trip per host, all hosts at once.
 
-    python probe_host.py [WORKDIR]
+    python probe_host.py [WORKDIR [INTERFACE]]
 
 Prints one JSON line: {"hostname", "python", "python_too_old", "torch", "cuda", "driver", "gpus":
 [{"index", "name", "mem_total"}], "cpus", "disk_free_bytes" (of WORKDIR, or of its nearest existing
-parent), "load"}. It must be fast: torch is never imported (1.5 s), its version and CUDA build are
+parent), "load", "interface": {"name", "address", "error", "interfaces"} (INTERFACE's IPv4 address, or
+why there is none), "ssh_address" (this host's end of the SSH connection, from SSH_CONNECTION)}:
+the last two are where the host's ranks can meet the others (scheduler/rendezvous.py).
+It must be fast: torch is never imported (1.5 s), its version and CUDA build are
 read from its installed version.py instead; GPUs come from NVML, else nvidia-smi, else there are none.
 Written for any Python 3 (no f-strings): on a host whose python is too old it still has to say so.
 """
@@ -86,7 +89,41 @@ def disk_free(workdir: str) -> int:
     return shutil.disk_usage(path or ".").free
 
 
-def facts(workdir: str) -> dict:
+SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+
+
+def interface(name):
+    """{"name", "address" (IPv4, or None), "error" (why not), "interfaces" (the host's, when it is not there)}."""
+    out = {"name": name, "address": None, "error": None, "interfaces": None}
+    try:
+        import fcntl
+        import struct
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        finally:
+            s.close()
+        out["address"] = socket.inet_ntoa(packed[20:24])
+    except OSError as e:
+        out["error"] = "no such interface" if e.errno == 19 else "no IPv4 address" if e.errno == 99 else (e.strerror or str(e))
+    except Exception as e:  # not Linux
+        out["error"] = str(e) or type(e).__name__
+    if out["address"] is None:
+        try:
+            out["interfaces"] = sorted(n for _, n in socket.if_nameindex())
+        except (OSError, AttributeError):
+            pass
+    return out
+
+
+def ssh_address():
+    """The address this host was reached at over SSH: SSH_CONNECTION is 'CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT'."""
+    parts = os.environ.get("SSH_CONNECTION", "").split()
+    return parts[2] if len(parts) == 4 else None
+
+
+def facts(workdir: str, iface: str = "") -> dict:
     torch, cuda = torch_build()
     driver, found = gpus()
     try:
@@ -104,12 +141,14 @@ def facts(workdir: str) -> dict:
         "cpus": os.cpu_count(),
         "disk_free_bytes": disk_free(workdir),
         "load": load,
+        "interface": interface(iface) if iface else None,
+        "ssh_address": ssh_address(),
     }
 
 
 def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    print(json.dumps(facts(args[0] if args else ".")))
+    print(json.dumps(facts(args[0] if args else ".", args[1] if len(args) > 1 else "")))
 
 
 if __name__ == "__main__":
