@@ -591,6 +591,9 @@ def connect_error(host: Host, e: BaseException, seconds: float | None = None) ->
         if all(getattr(err, "errno", None) == errno.ECONNREFUSED for err in e.errors.values()):
             return f"unreachable: {where} refused the connection (is sshd running there, on that port?)"
         return f"unreachable: no route to {where} (host down, or not on this network?)"
+    if isinstance(e, FileNotFoundError) and host.ssh_config and e.filename == host.ssh_config:
+        return (f"cannot read the ssh config {host.ssh_config} that hosts.toml names for {host.name}: it is gone; restore it,"
+                " or drop ssh_config")
     if isinstance(e, socket.gaierror):
         fix = "check the address in hosts.toml" if hop.name == hop.hostname and not gateway else "check its HostName in the ssh config"
         return f"unreachable: cannot resolve {hop.hostname} ({_short(e)}); {fix}"

@@ -297,6 +297,14 @@ def test_a_direct_host_keeps_its_old_sentence_and_an_alias_names_its_hostname_an
     assert connect_error(host("gpu01", known_hosts="/k"), alias).endswith("run `ssh-keyscan -p 2222 10.0.0.5 >> /k`")
 
 
+def test_an_ssh_config_removed_after_load_is_named_and_nothing_is_tried(tmp_path, alias_inv):
+    Path(alias_inv.hosts[1].ssh_config).unlink()
+    with Executor(alias_inv) as ex:
+        r = ex.run(alias_inv.hosts[1], ["true"])
+    assert r.error == (f"cannot read the ssh config {tmp_path / 'ssh_config'} that hosts.toml names for b: it is gone;"
+                       " restore it, or drop ssh_config")
+
+
 class _FakeKey:
     def get_base64(self) -> str:
         return "AAAA"
