@@ -143,7 +143,9 @@ def test_cancelling_a_running_two_host_job_leaves_no_process_with_its_marker(clu
         assert main(["cancel", str(job_id), "--config", str(config)]) == 0
         row = store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
     assert row["state"] == "CANCELLED"
-    assert row["reason"].endswith(f"verified: no process left on {cluster.hosts[0].name}, {cluster.hosts[1].name}")
+    # On a loaded machine a rank may miss the grace period and need SIGKILL: verified all the same.
+    a, b = cluster.hosts[0].name, cluster.hosts[1].name
+    assert re.search(rf"verified: no process left on {a}, {b}( \(\d+ needed SIGKILL\))?$", row["reason"]), row["reason"]
     assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
 
 
@@ -153,7 +155,7 @@ def test_one_failing_rank_tears_down_the_other_host_and_a_retry_runs_a_second_at
         row = wait_state(store, job_id, {"SUCCEEDED", "FAILED", "CANCELLED"}, timeout=150)
     assert (row["state"], row["attempt"]) == ("FAILED", 2), row["reason"]
     a, b = cluster.hosts[0].name, cluster.hosts[1].name
-    assert re.fullmatch(rf"node [01] on ({a}|{b}) exited with status 1; verified: no process left on {a}, {b}", row["reason"])
+    assert re.fullmatch(rf"node [01] on ({a}|{b}) exited with status 1; verified: no process left on {a}, {b}( \(\d+ needed SIGKILL\))?", row["reason"])
     assert job_pids(cluster, job_id) == {h.name: [] for h in cluster.hosts}
     attempts = store.query("SELECT attempt, state FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
     assert attempts == [{"attempt": 1, "state": "FAILED"}, {"attempt": 2, "state": "FAILED"}]
