@@ -214,6 +214,7 @@ class Store:
         self.actor = actor or default_actor()
         self._depth = 0
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file this Store opened
+        self._sized = False  # ... and it was not empty then
         self.created = False  # this Store made the file a new store (its caller says so, once)
         self.gone: StoreGone | None = None  # set once the file vanished or changed under this Store
         try:
@@ -234,13 +235,14 @@ class Store:
             conn.row_factory = sqlite3.Row
             self.conn = conn
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")  # writes the header: from here on the file is never empty
+            conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
             conn.execute("PRAGMA foreign_keys = ON")
-            st = os.stat(self.path)
-            self._file = (st.st_dev, st.st_ino)
             self._migrate(cluster)
             self.identity = self._read_identity()
+            st = os.stat(self.path)
+            self._file = (st.st_dev, st.st_ino)
+            self._sized = st.st_size > 0  # (switching to WAL writes the header: a store file is never empty)
             if known is not None and known.store_id != self.identity.store_id:
                 raise StoreGone(f"the store {self.path} is another store ({self.identity.describe()})",
                                 f"this state dir held {known.describe()}", OTHER_FIX)  # fmt: skip
@@ -277,6 +279,14 @@ class Store:
         if row is None or row[0] != self.id:
             self._lost(f"now holds another store ({row[0] if row else 'without an id'})")
 
+    def intact(self) -> bool:
+        """The file at path is still the one this Store opened, and not empty (a stat, no read)."""
+        try:
+            self._guard()
+        except StoreGone:
+            return False
+        return True
+
     def _guard(self) -> None:
         """Raise StoreGone if the file at path is not the file this Store opened, or is empty."""
         if self.gone is not None:
@@ -291,7 +301,7 @@ class Store:
             return  # not for us to judge (a permission change): SQLite says what it is, if anything
         if (st.st_dev, st.st_ino) != self._file:
             self._lost("was replaced by another file")
-        if st.st_size == 0:
+        if st.st_size == 0 and self._sized:
             self._lost("was emptied (0 bytes)")
 
     def _lost(self, how: str) -> NoReturn:

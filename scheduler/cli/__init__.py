@@ -233,7 +233,7 @@ def _store_fault(e: Exception, ctx: Context | None):
     as its one sentence, or None. Opening faults are StoreErrors already."""
     if ctx is None or type(e).__module__ != "sqlite3":
         return None
-    from .store import DB_NAME, fault
+    from ..store import DB_NAME, fault
 
     store = ctx.__dict__.get("store")
     if store is not None:
