@@ -235,7 +235,7 @@ class Store:
             conn.row_factory = sqlite3.Row
             self.conn = conn
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(cluster)
@@ -246,6 +246,10 @@ class Store:
             if known is not None and known.store_id != self.identity.store_id:
                 raise StoreGone(f"the store {self.path} is another store ({self.identity.describe()})",
                                 f"this state dir held {known.describe()}", OTHER_FIX)  # fmt: skip
+            if cluster and self.identity.cluster is None:  # made by a caller that did not know the cluster's name
+                with self.tx():
+                    self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster', ?)", (cluster,))
+                self.identity = self._read_identity()
         except BaseException as e:
             if conn is not None:
                 conn.close()  # a half-open store must not hold the file (or a mount) open
@@ -325,7 +329,14 @@ class Store:
         return cls(Path(state_dir) / DB_NAME, **kw)
 
     def close(self) -> None:
+        # SQLite's last connection copies the WAL into the file as it closes: into a file emptied under
+        # it, that makes a damaged store of an empty one. Leave an emptied file empty (a restore
+        # copies over it; the -wal went with the close).
+        emptied = self._file is not None and not self.intact() and _same_empty(self.path, self._file)
         self.conn.close()
+        if emptied and _same_file(self.path, self._file):
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, 0)
 
     def __enter__(self) -> Store:
         return self
@@ -338,9 +349,6 @@ class Store:
     def _migrate(self, cluster: str | None) -> None:
         current = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if current >= len(MIGRATIONS):
-            if cluster and self.conn.execute("SELECT 1 FROM meta WHERE key = 'cluster'").fetchone() is None:
-                with self.tx():  # a store made by a caller that did not know the cluster's name
-                    self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster', ?)", (cluster,))
             return
         with self.tx():
             # Re-read inside the write lock: another process may have migrated meanwhile.
@@ -522,7 +530,7 @@ def write_marker(db: str | os.PathLike, identity: Identity) -> None:
     """Record which store the state dir holds (atomically). Best effort: a state dir that cannot take
     the marker still works, only without the check, and the next open tries again."""
     path = marker_path(db)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # threads share a pid
     try:
         with open(tmp, "w") as f:
             json.dump({**identity.as_dict(), "path": str(Path(db).absolute())}, f, indent=2)
@@ -533,6 +541,32 @@ def write_marker(db: str | os.PathLike, identity: Identity) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes making a fresh store at once both try, and SQLite answers the
+    one that must wait with an immediate "database is locked" (no busy handler for that lock): retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _same_file(path: Path, file: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == file
+
+
+def _same_empty(path: Path, file: tuple[int, int]) -> bool:
+    return _same_file(path, file) and _size(path) == 0
 
 
 def _size(path: Path) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -256,6 +257,8 @@ def test_a_store_whose_file_goes_under_it_refuses_every_write(tmp_path, how, sai
     db = tmp_path / DB_NAME
     s = Store(db)
     s.check()
+    with s.tx():  # something in the WAL
+        s.execute("INSERT INTO hosts (name, address) VALUES ('h', 'x')")
     if how == "delete":
         db.unlink()
     elif how == "replace":
@@ -265,12 +268,14 @@ def test_a_store_whose_file_goes_under_it_refuses_every_write(tmp_path, how, sai
     else:
         os.truncate(db, 0)
     assert not s.intact()
-    with pytest.raises(StoreGone, match=f"the store {db} {said} while this process had it open"):
+    with pytest.raises(StoreGone, match=re.escape(f"the store {db} {said} while this process had it open")):
         s.check()
     with pytest.raises(StoreGone):
         with s.tx():
             s.execute("INSERT INTO hosts (name, address) VALUES ('a', 'x')")
     s.close()
+    if how == "truncate":  # its close did not copy the WAL into the emptied file
+        assert db.stat().st_size == 0
 
 
 # --- a loop whose store goes ----------------------------------------------------------------------------
@@ -376,3 +381,32 @@ def test_two_stores_on_one_host_each_with_a_job_1_cancelling_one_leaves_the_othe
         assert state(sb, jb) == "RUNNING"
         [outcome] = control.cancel(sb, b, [jb], timeout=30)
         assert outcome.verified and marked(dir_b, 1) == []
+
+
+# --- the console ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_console_says_when_its_store_goes_and_stops_its_embedded_loop(inv):
+    from console.app import build_app
+    from tests.console_synthetic import screen_text, settle
+
+    with Store.for_state_dir(inv.state_dir):
+        pass
+    app = build_app(inv)  # runs the loop itself: no other holds the lease
+    async with app.run_test(size=(100, 24)) as pilot:
+        for _ in range(200):
+            await settle(pilot)
+            if app.embedded:
+                break
+        assert app.embedded and "scheduler: embedded" in screen_text(app)
+        (inv.state_dir / DB_NAME).unlink()
+        for _ in range(200):
+            await settle(pilot)
+            if app.loop_stopped:
+                break
+        assert app.loop_stopped.startswith(f"the scheduler loop stopped: the store {inv.state_dir / DB_NAME} was deleted")
+        assert not app._loop_thread.is_alive()
+        notice = next(n for n in app._notifications if n.title == "scheduler loop stopped")
+        assert FIX in notice.message
+        assert "STORE GONE: scheduler stopped" in screen_text(app)
