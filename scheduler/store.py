@@ -5,7 +5,7 @@ migration that creates it, and kept beside the file in a small marker (`headnode
 `headnode.db`). A state dir whose marker names a store but whose file is missing or empty (0 bytes),
 or holds another store, is an error with the fix (StoreGone), never silently a new empty store: only
 a state dir without a marker gets a new store (`created` is then true, for the caller to say so once),
-and `headnode store init --force` (identity.init) starts over explicitly. A Store also notices when
+and `headnode store init --force` (`init` below) starts over explicitly. A Store also notices when
 the file it opened is deleted, replaced or emptied under it (`check`, and before every write): it
 never writes to a file that is no longer the store.
 
@@ -418,8 +418,8 @@ class Store:
 @dataclass(frozen=True)
 class Init:
     identity: Identity
-    what: str  # created | exists | adopted | replaced
-    moved: tuple[str, ...] = ()  # files moved aside (replaced)
+    what: str  # created | exists | adopted
+    moved: tuple[str, ...] = ()  # files moved aside for a new store
 
     def sentence(self, path: Path) -> str:
         i = self.identity
