@@ -23,7 +23,7 @@ def register(sub) -> None:
     s = ss.add_parser("show", help="the store's id, creation time, cluster and file")
     add_json(s)
     s.set_defaults(func=cmd_store_show)
-    p.set_defaults(func=lambda args, ctx: cmd_store_show(args, ctx))
+    p.set_defaults(func=cmd_store_show)  # `headnode store` alone: show it
 
 
 def cmd_store_init(args, ctx) -> int:
