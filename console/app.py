@@ -23,7 +23,7 @@ from scheduler import control, jobs, lease
 from scheduler.errors import UserError
 from scheduler.inventory import Inventory
 from scheduler.model import Job
-from scheduler.store import Store
+from scheduler.store import Store, StoreGone
 
 from . import commands, queries
 from . import format as fmt
@@ -62,6 +62,8 @@ class HeadnodeApp(App):
 
     overview: reactive[queries.Overview | None] = reactive(None)
     embedded: reactive[bool] = reactive(False)
+    store_gone: reactive[str | None] = reactive(None)  # why the store cannot be read (StoreGone), while so
+    loop_stopped: reactive[str | None] = reactive(None)  # why the embedded loop stopped for good
 
     def __init__(self, inventory: Inventory, *, embedded_loop: bool | None = None, mode: str = "queue",
                  job: int | None = None, on_job_end: str | None = None) -> None:
@@ -121,6 +123,7 @@ class HeadnodeApp(App):
 
     def _overview_read(self, ov: queries.Overview) -> None:
         self.overview = ov
+        self.store_gone = None
         # embedded: our thread runs the loop, or another thread of this process does (`headnode demo`)
         running_here = self._loop_thread is not None and self._loop_thread.is_alive()
         self.embedded = running_here or ov.holder == self._holder
@@ -145,14 +148,23 @@ class HeadnodeApp(App):
             loop.run_forever(self.inventory, kind="console", stop_event=self._loop_stop)
         except lease.LeaseHeld:  # another loop won the race; this console only reads until it goes
             pass
+        except StoreGone as e:  # the store file vanished or changed: the loop stopped, writing nothing more
+            self._loop_failed = True
+            self.call_from_thread(self._loop_stopped, e.sentence())
         except Exception as e:
             self._loop_failed = True
             self.call_from_thread(self.notify, f"the embedded scheduler loop stopped: {e}", severity="error", timeout=30)
+
+    def _loop_stopped(self, sentence: str) -> None:
+        self.loop_stopped = self.store_gone = sentence
+        self.notify(sentence, title="scheduler loop stopped", severity="error", timeout=3600)
 
     # --- one place for worker failures ----------------------------------------------------
 
     def show_error(self, error: BaseException, *, about: str | None = None) -> None:
         """What a failed worker (the app's or a screen's) says to the user."""
+        if isinstance(error, StoreGone):
+            self.store_gone = error.sentence()  # the header says so until a read works again
         text = error.sentence() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
         self.notify(f"{about}: {text}" if about else text, severity="error", timeout=10)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from scheduler.store import Store
+from scheduler.store import Store, StoreGone
 
 
 class StoreThread:
@@ -29,8 +29,20 @@ class StoreThread:
         return store
 
     def call(self, fn: Callable[[Store], Any], *args: Any) -> Any:
-        """Run fn(store, *args) on the store thread and wait for its result (from a worker thread)."""
-        return self._pool.submit(lambda: fn(self._store(), *args)).result()
+        """Run fn(store, *args) on the store thread and wait for its result (from a worker thread).
+        A store file that vanished or changed since the last read raises StoreGone rather than
+        showing what the old file held; the next call opens the store again (once it is restored)."""
+        return self._pool.submit(self._run, fn, *args).result()
+
+    def _run(self, fn: Callable[[Store], Any], *args: Any) -> Any:
+        store = self._store()
+        try:
+            store.check()
+        except StoreGone:
+            store.close()
+            self._local.store = None
+            raise
+        return fn(store, *args)
 
     def close(self) -> None:
         def close() -> None:

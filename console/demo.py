@@ -71,7 +71,7 @@ def main(ctx, *, console: bool = True, steps: int | None = None) -> int:
     m = final.metrics or {}
     say(f"trained to loss {m.get('loss', float('nan')):.3f} in {m.get('step')} steps, "
         f"{final.ended_at - final.submitted_at:.0f} s from submit to end")
-    print(sample(local, final.id), flush=True)
+    print(sample(local, final.id, store.id), flush=True)
     return 0
 
 
@@ -159,8 +159,8 @@ def follow(store: Store, job_id: int, *, quiet: bool) -> Job:
     return job
 
 
-def sample(host, job_id: int) -> str:
-    run_dir = launch.run_dir(host, job_id)
+def sample(host, job_id: int, store_id: str) -> str:
+    run_dir = launch.run_dir(host, job_id, store_id)
     r = subprocess.run([sys.executable, "-m", "trainer.sample", "--run-dir", run_dir, "--prompt", PROMPT, "--tokens", "200"],
                        capture_output=True, text=True, timeout=120)
     if r.returncode != 0:

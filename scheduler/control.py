@@ -40,8 +40,17 @@ def finish(store: Store, executor, inventory: Inventory, job: Job, ending: Endin
     unreachable = {h: why for h, why in unreachable.items() if h in names}
     hosts = [known[h] for h in names if h not in unreachable]
     if reports is None:
-        reports = teardown.teardown(executor, hosts, job.id, grace=inventory.settings.grace_period)
+        reports = teardown.teardown(executor, hosts, job.id, grace=inventory.settings.grace_period,
+                                    run_dirs=_run_dirs(store, job.id, hosts))
     return lifecycle.end_attempt(store, job, replace(ending, unreachable=unreachable), Verdict.of(reports, unreachable))
+
+
+def _run_dirs(store: Store, job_id: int, hosts: Sequence[Host]) -> dict[str, str]:
+    """Where the job's processes run on each host: as recorded at launch, else where launch puts them."""
+    from . import launch
+
+    recorded = jobs.run_dirs(store, job_id)
+    return {h.name: recorded.get(h.name) or launch.run_dir(h, job_id, store.id) for h in hosts}
 
 
 def sweep_lost(store: Store, executor, inventory: Inventory, host: Host) -> list[str]:
@@ -49,7 +58,8 @@ def sweep_lost(store: Store, executor, inventory: Inventory, host: Host) -> list
     rows = store.query("SELECT DISTINCT job_id FROM job_nodes WHERE host = ? AND state = 'LOST'", (host.name,))
     done = []
     for row in rows:
-        (report,) = teardown.teardown(executor, [host], row["job_id"], grace=inventory.settings.grace_period)
+        (report,) = teardown.teardown(executor, [host], row["job_id"], grace=inventory.settings.grace_period,
+                                      run_dirs=_run_dirs(store, row["job_id"], [host]))
         if not report.verified:
             continue
         text = f"{host.name} answers again; verified: no process left there (stopped {report.found})"

@@ -291,6 +291,13 @@ def nodes(store: Store, job_id: int, attempt: int) -> list[Node]:
     return [Node.of(r) for r in rows]
 
 
+def run_dirs(store: Store, job_id: int) -> dict[str, str]:
+    """The job's run dir on each host it ever ran on, as recorded at launch (the newest attempt's)."""
+    rows = store.query("SELECT host, run_dir FROM job_nodes WHERE job_id = ? AND run_dir IS NOT NULL ORDER BY attempt",
+                       (job_id,))  # fmt: skip
+    return {r["host"]: r["run_dir"] for r in rows}
+
+
 def attempts(store: Store, job_id: int) -> list[Attempt]:
     return [Attempt.of(r) for r in store.query("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))]
 

@@ -1,7 +1,8 @@
 """Launch: one node of a job attempt started detached on its host, and the probe that watches it.
 
-On each host a job keeps everything under its run dir, `{workdir}/runs/{job}` (the same for every
-attempt, so a retry resumes from the newest checkpoint):
+On each host a job keeps everything under its run dir, `{workdir}/runs/{store}/{job}` (the same for
+every attempt, so a retry resumes from the newest checkpoint; the store's id keeps job 3 of one store
+apart from job 3 of another, or of a store started anew, on the same host):
 
     attempt-{a}/node-{k}.log    torchrun's stdout+stderr. Worker lines start with `[rank{R}]:` where
                                 R is the worker's *global* rank (LOG_PREFIX_RE); lines without that
@@ -11,8 +12,8 @@ attempt, so a retry resumes from the newest checkpoint):
     attempt-{a}/torchrun/       torchrun's own per-rank copies of the same output (--tee 3 --log-dir).
     metrics.jsonl               written by global rank 0 (the trainer); the loop reads its last line.
 
-Every process of a node carries the marker variables HEADNODE_JOB_ID, HEADNODE_ATTEMPT, HEADNODE_HOST
-and HEADNODE_NODE_RANK in its environment (exported before the fork, so the wrapper has them too),
+Every process of a node carries the marker variables HEADNODE_STORE, HEADNODE_JOB_ID, HEADNODE_ATTEMPT,
+HEADNODE_HOST and HEADNODE_NODE_RANK in its environment (exported before the fork, so the wrapper has them too),
 and the wrapper leads the node's process group. torchrun puts each worker in a session of its own, so the
 marker, not the process group, is what finds every process later (teardown.py).
 
@@ -36,6 +37,7 @@ from .remote import source
 LOG_PREFIX_TEMPLATE = "[rank${rank}]:"  # torchrun expands ${rank} to the global rank
 LOG_PREFIX_RE = re.compile(r"^\[rank(\d+)\]:")
 MARKER = "HEADNODE_JOB_ID"
+STORE_MARKER = "HEADNODE_STORE"  # the store's id: job ids repeat across stores, this does not
 
 PORT_BUSY = "port busy"  # what remote/start.sh prints when node 0's rendezvous port is taken
 
@@ -56,10 +58,11 @@ class NodeSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     data_path: str | None = None
     procs_per_node: int | None = None  # a zero-GPU job's processes per node (None: one; a GPU job runs one per GPU)
+    store_id: str = ""  # the store's id (Store.id): part of the run dir and the marker
 
     @property
     def run_dir(self) -> str:
-        return run_dir(self.host, self.job_id)
+        return run_dir(self.host, self.job_id, self.store_id)
 
     @property
     def nproc(self) -> int:
@@ -67,8 +70,12 @@ class NodeSpec:
         return rules.procs_per_node(len(self.gpus), self.procs_per_node)
 
 
-def run_dir(host: Host, job_id: int) -> str:
-    return host.path("runs", str(job_id))
+def run_dir(host: Host, job_id: int, store_id: str) -> str:
+    """Where job `job_id` of store `store_id` keeps its files on `host`. The loop records it in
+    job_nodes.run_dir at launch; whatever later looks for the job's files or processes uses that."""
+    if not store_id:
+        raise ValueError("a run dir needs the store's id")
+    return host.path("runs", store_id, str(job_id))
 
 
 def address(host: Host) -> str:
@@ -127,6 +134,7 @@ def node_env(spec: NodeSpec) -> dict[str, str]:
     if spec.host.network_interface:
         env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = spec.host.network_interface
     env[MARKER] = str(spec.job_id)
+    env[STORE_MARKER] = spec.store_id
     env["HEADNODE_ATTEMPT"] = str(spec.attempt)
     env["HEADNODE_HOST"] = spec.host.name
     env["HEADNODE_NODE_RANK"] = str(spec.node_rank)
@@ -195,12 +203,10 @@ class NodeStatus:
 def probe_many(
     executor: Executor, nodes: Mapping[Host, Sequence[Mapping]], *, timeout: float = 5.0
 ) -> dict[str, list[NodeStatus] | str]:
-    """What became of each host's nodes (dicts with job, attempt, node, pid): one round trip per
-    host, all hosts at once. A host that did not answer maps to the sentence saying why."""
-    spec = {
-        h.name: json.dumps({"host": h.name, "nodes": [{**n, "run_dir": run_dir(h, n["job"])} for n in ns]})
-        for h, ns in nodes.items()
-    }
+    """What became of each host's nodes (dicts with job, attempt, node, pid and run_dir, as recorded in
+    job_nodes): one round trip per host, all hosts at once. A host that did not answer maps to the
+    sentence saying why."""
+    spec = {h.name: json.dumps({"host": h.name, "nodes": [dict(n) for n in ns]}) for h, ns in nodes.items()}
     results = executor.python_many(list(nodes), source("probe_nodes.py"), lambda h: [spec[h.name]], timeout=timeout)
     return {name: _statuses(r) for name, r in results.items()}
 
@@ -216,7 +222,7 @@ def _statuses(r: Result) -> list[NodeStatus] | str:
 
 def watch(executor: Executor, host: Host, nodes: Sequence[Mapping], *, timeout: float):
     """A stream (remote/watch.py) whose first line says that one of `nodes` (dicts with job, attempt,
-    node, pid) ended, within ~20 ms; it ends without a line after a minute, or when closed.
+    node, pid, run_dir) ended, within ~20 ms; it ends without a line after a minute, or when closed.
     Raises execute.HostUnreachable if it cannot start; reading raises it after `timeout` of silence."""
-    spec = json.dumps([{**n, "run_dir": run_dir(host, n["job"])} for n in nodes])
+    spec = json.dumps([dict(n) for n in nodes])
     return executor.stream(host, python_argv(host, source("watch.py"), [spec]), read_timeout=timeout)

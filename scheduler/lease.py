@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import UserError
-from .store import Store, dumps, loads
+from .store import Store, StoreGone, dumps, loads
 
 NAME = "scheduler"
 _HOLDER_RE = re.compile(r"(\d+)@([^/]+)(?:/.*)?")  # pid@hostname, with an optional /role (teardown's "/cancel")
@@ -170,7 +170,11 @@ class Keeper:
         self._thread.join(timeout=self.ttl)
 
     def _run(self, path) -> None:
-        with Store(path, actor=self.holder) as store:  # a connection of its own: sqlite3 stays per thread
+        try:
+            store = Store(path, actor=self.holder)  # a connection of its own: sqlite3 stays per thread
+        except StoreGone:
+            return  # the store went before this thread opened it: the holder's own check says so
+        with store:
             while not self._stop.wait(self.ttl / 3):
                 try:
                     if not renew(store, self.holder, self.ttl):

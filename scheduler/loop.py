@@ -31,7 +31,7 @@ from . import control, jobs, launch, lease, lifecycle, policy, rendezvous, rules
 from .execute import Executor, HostUnreachable
 from .inventory import Host, Inventory
 from .model import AttemptState, Ending, HostReport, Job, JobState, Node, NodePlan, NodeState
-from .store import Store, loads
+from .store import Store, StoreGone, loads
 
 log = logging.getLogger("headnode.scheduler")
 
@@ -87,7 +87,8 @@ class Loop:
                 by_host.setdefault(known[n.host], []).append(n)
             else:  # removed from hosts.toml while the job ran: it can only be lost
                 self.silent[n.host] = (now, "it is no longer in hosts.toml")
-        asks = {h: [{"job": n.job_id, "attempt": n.attempt, "node": n.node_rank, "pid": n.pid} for n in ns]
+        asks = {h: [{"job": n.job_id, "attempt": n.attempt, "node": n.node_rank, "pid": n.pid,
+                     "run_dir": n.run_dir or launch.run_dir(h, n.job_id, self.store.id)} for n in ns]
                 for h, ns in by_host.items()}  # fmt: skip
         answers = launch.probe_many(self.executor, asks)
         now = self.clock()
@@ -318,6 +319,7 @@ class Loop:
                 job_id=job.id, attempt=attempt, node_rank=n.node_rank, nnodes=len(placement.nodes), host=h,
                 gpus=n.gpus, port=n.port, endpoint=launch.address(hosts[0]), command=job.command,
                 env=dict(job.env), data_path=_data_path(h, job.data), procs_per_node=job.procs_per_node,
+                store_id=self.store.id,
             )
             for n, h in zip(placement.nodes, hosts)
         ]  # fmt: skip
@@ -414,8 +416,8 @@ def _idle(store: Store, stop_event: threading.Event, seconds: float, wake: threa
     while not stop_event.wait(max(0.0, min(WAKE_POLL, deadline - time.monotonic()))):
         if wake.is_set() or time.monotonic() >= deadline:
             return
-        if store.execute("PRAGMA data_version").fetchone()[0] != version:
-            return
+        if store.execute("PRAGMA data_version").fetchone()[0] != version or not store.intact():
+            return  # news; or the store file vanished or changed (the next cycle's check says so)
 
 
 class _Watch:
@@ -470,7 +472,7 @@ class _Watch:
 def _watched(loop: Loop) -> dict[Host, list[dict]]:
     """The running nodes worth watching, by host (hosts that did not answer lately are left out)."""
     rows = loop.store.query(
-        "SELECT n.host, n.job_id AS job, n.attempt, n.node_rank AS node, n.pid FROM job_nodes n "
+        "SELECT n.host, n.job_id AS job, n.attempt, n.node_rank AS node, n.pid, n.run_dir FROM job_nodes n "
         "JOIN jobs j ON j.id = n.job_id AND j.attempt = n.attempt "
         "WHERE j.state = 'RUNNING' AND n.state = 'RUNNING' AND n.pid IS NOT NULL ORDER BY n.job_id, n.node_rank"
     )
@@ -491,6 +493,11 @@ class LeaseLost(RuntimeError):
     """Another loop took the lease after ours expired (this one stalled): stop acting at once."""
 
 
+def _stopped(e: StoreGone) -> StoreGone:
+    """The loop's own sentence for a store that vanished or changed under it."""
+    return StoreGone(f"the scheduler loop stopped: {e.what}", e.why, e.fix)
+
+
 def run_forever(
     inventory: Inventory,
     *,
@@ -505,7 +512,9 @@ def run_forever(
     it). A lease.Keeper thread renews the lease throughout, so no teardown or start outlives it.
     With `telemetry`, the collector runs alongside.
 
-    Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up.
+    Jobs outlive the loop: stopping it leaves them running, and the next loop picks them up. A loop
+    whose store file vanishes or changes under it (deleted, replaced, emptied, another store's id:
+    Store.check, every cycle) stops at once with StoreGone, writing nothing more to it.
     """
     stop_event = stop_event or threading.Event()
     if kind == "foreground" and threading.current_thread() is threading.main_thread():
@@ -537,11 +546,13 @@ def run_forever(
             collector = Collector(inventory).start()
         while not stop_event.is_set():
             t0 = time.monotonic()
+            store.check()
             try:
                 summary = loop.cycle()
-            except LeaseLost:
+            except (LeaseLost, StoreGone):
                 raise
             except Exception as e:  # a bug or a busy store must not stop the jobs' bookkeeping for good
+                store.check()  # ... unless the store itself went away under the cycle
                 log.exception("scheduler cycle failed")
                 summary = {"error": f"{type(e).__name__}: {e}"}
             if keeper.lost.is_set() or not lease.renew(store, holder, settings.lease_ttl, last_cycle=summary):
@@ -553,12 +564,19 @@ def run_forever(
                 watch = _Watch(executor, nodes)
             rest = (SOON if summary.get("soon") else settings.cycle_interval) - (time.monotonic() - t0)
             _idle(store, stop_event, rest, watch.event)
+    except StoreGone as e:
+        log.error("%s", _stopped(e).sentence())
+        raise _stopped(e) from None
     finally:
         keeper.__exit__(None, None, None)
         if watch is not None:
             watch.close()
         if collector is not None:
             collector.stop()
-        lease.release(store, holder)
+        if store.gone is None:  # nothing is written to a file that is no longer the store
+            try:
+                lease.release(store, holder)
+            except StoreGone as e:  # it went in the last instant: the next loop will say so
+                log.error("%s", e.sentence())
         executor.close()
         store.close()

@@ -14,9 +14,8 @@ nothing. control.finish tears down first and then has lifecycle.end_attempt reco
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from . import launch
 from .execute import Executor, Result
 from .inventory import Host
 from .model import HostReport
@@ -27,12 +26,14 @@ KILL_WAIT = 5.0  # after SIGKILL: a process in uninterruptible sleep (a hung dri
 KILL = source("kill.py")
 
 
-def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float) -> list[HostReport]:
-    """Stop job `job_id` on every host at once and report, per host, what is left."""
+def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float,
+             run_dirs: Mapping[str, str]) -> list[HostReport]:  # fmt: skip
+    """Stop job `job_id` on every host at once and report, per host, what is left. `run_dirs`: the
+    job's run dir on each host, as recorded at launch (jobs.run_dirs)."""
     results = executor.python_many(
         hosts,
         KILL,
-        lambda h: [str(job_id), h.name, launch.run_dir(h, job_id), str(grace), str(KILL_WAIT)],
+        lambda h: [str(job_id), h.name, run_dirs[h.name], str(grace), str(KILL_WAIT)],
         timeout=grace + KILL_WAIT + 15,
     )
     return [_report(h.name, results[h.name]) for h in hosts]

@@ -171,6 +171,7 @@ def test_a_hostile_number_run_as_a_real_process_is_one_sentence_and_exit_2(tmp_p
 @pytest.mark.parametrize("command", ["show", "logs", "wait", "cancel"])
 @pytest.mark.parametrize("ref", [str(2**63), str(10**30), "9" * 5000, "0" * 30 + "7"])
 def test_a_job_id_no_store_can_hold_is_not_found_not_an_overflow(tmp_path, capsys, command, ref):
+    Store.for_state_dir(tmp_path / "state").close()  # made before: the first command would say so too
     rc, out, err = headnode(capsys, "--config", str(config(tmp_path)), command, ref)
     assert (rc, out) == (3, "")
     assert_one_sentence(err, "not found", "headnode queue --all")
@@ -367,7 +368,7 @@ def test_a_store_file_of_random_bytes_is_one_sentence_and_left_as_it_was(tmp_pat
     db.write_bytes(junk)
     rc, out, err = headnode(capsys, "--config", str(path), "queue")
     assert (rc, out) == (74, "")
-    assert_one_sentence(err, f"the store {db} is not a SQLite database", f"mv {db} {db}.bad")
+    assert_one_sentence(err, f"the store {db} is not a SQLite database", f"mv {db} {db}.bad", "headnode store init --force")
     assert db.read_bytes() == junk
 
 

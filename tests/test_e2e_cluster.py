@@ -44,8 +44,10 @@ def test_the_trainer_runs_across_two_ssh_hosts_on_the_synced_dataset_and_its_met
     assert metrics["step"] == STEPS and metrics["tokens_per_s"] > 0
 
     # Both hosts ran the trainer on their own copy, and each keeps the final checkpoint (per-host run dirs).
+    dirs = {n["host"]: n["run_dir"] for n in shown["nodes"]}
     for name in ("node0", "node1"):
-        run_dir = Path(inv.host(name).workdir) / "runs" / str(job["id"])
+        run_dir = Path(dirs[name])
+        assert run_dir.parent.name == cli(capsys, "store", "show", "--json", *cfg)[1]["store_id"]  # runs/STORE/JOB
         assert (run_dir / "checkpoints" / f"step-{STEPS:08d}").is_dir(), sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     code, logs = cli(capsys, "logs", "gpt", *cfg)
     assert code == 0 and "[node 0" in logs and "[node 1" in logs

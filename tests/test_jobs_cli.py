@@ -80,7 +80,7 @@ def test_a_name_shared_by_several_jobs_is_ambiguous_and_lists_their_ids(store, c
     assert capsys.readouterr().err == "headnode: job name 'sweep' is ambiguous: jobs 1, 2 have it; use the job id instead.\n"
 
 
-def test_an_unknown_job_exits_3_with_one_sentence(config, capsys):
+def test_an_unknown_job_exits_3_with_one_sentence(store, config, capsys):
     assert run(config, "show", "17") == 3
     assert capsys.readouterr().err == "headnode: job 17 not found: no job has that id; run `headnode queue --all` to list jobs.\n"
 

@@ -136,14 +136,19 @@ def test_procs_per_node_is_stored_and_shown_by_show_and_queue_json(config, capsy
     assert "shape:      1 node(s) x 4 CPU process(es)" in capsys.readouterr().out
 
 
-def test_a_store_made_before_procs_per_node_gains_the_column_and_its_jobs_run_one_process(tmp_path, monkeypatch):
+def test_a_store_made_before_procs_per_node_gains_the_column_and_its_jobs_run_one_process(tmp_path):
+    import sqlite3
+
     from scheduler import store as store_module
 
-    with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-        with Store.for_state_dir(tmp_path) as old:
-            old.execute("INSERT INTO jobs (name, state, command, nodes, gpus_per_node, submitted_at)"
-                        " VALUES ('old', 'PENDING', '[\"true\"]', 1, 0, 0)")
+    # The store as the first schema made it (what an older headnode left): migration 1 alone.
+    old = sqlite3.connect(tmp_path / store_module.DB_NAME, isolation_level=None)
+    old.execute("PRAGMA journal_mode = WAL")
+    old.executescript(store_module.MIGRATIONS[0])
+    old.execute("PRAGMA user_version = 1")
+    old.execute("INSERT INTO jobs (name, state, command, nodes, gpus_per_node, submitted_at)"
+                " VALUES ('old', 'PENDING', '[\"true\"]', 1, 0, 0)")
+    old.close()
     with Store.for_state_dir(tmp_path) as new:
         assert new.schema_version == len(store_module.MIGRATIONS)
         assert jobs.show(new, 1)["procs_per_node"] == 1

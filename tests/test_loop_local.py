@@ -23,7 +23,7 @@ from scheduler import control, inventory, jobs, launch, lease, lifecycle, loop, 
 from scheduler.cli import main
 from scheduler.execute import Executor
 from scheduler.model import AttemptState, Ending, HostReport, NodePlan, Verdict
-from scheduler.store import Store
+from scheduler.store import DB_NAME, Store, read_marker
 
 PY = sys.executable
 FAST = "\n[scheduler]\ncycle_interval = 0.2\ngrace_period = 1\nlease_ttl = 3\nnode_lost_timeout = 5\n"
@@ -71,7 +71,8 @@ def cycle_until(sched, store, job_id: int, states, timeout: float = 60.0) -> dic
 
 
 def run_dir(inv, job_id: int) -> Path:
-    return Path(launch.run_dir(inv.hosts[0], job_id))
+    """Where the job runs: under the id of the store in inv's state dir (its marker says which)."""
+    return Path(launch.run_dir(inv.hosts[0], job_id, read_marker(inv.state_dir / DB_NAME).store_id))
 
 
 def marked(inv, job_id: int) -> list[int]:

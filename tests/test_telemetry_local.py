@@ -160,7 +160,7 @@ def test_metrics_are_served_over_http(inv, store):
         server.server_close()
 
 
-def test_metrics_serve_on_a_busy_port_is_one_sentence(inv, capsys):
+def test_metrics_serve_on_a_busy_port_is_one_sentence(inv, store, capsys):  # store: made before, so said before
     import socket
 
     with socket.socket() as s:

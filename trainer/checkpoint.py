@@ -13,7 +13,7 @@ Two layouts, chosen once per run by probing whether all ranks see the same run d
 
 - shared (one node, or a shared filesystem): every rank writes its own shards (sharded DCP). Saving
   costs each rank only its part, and a run can resume with another parallelism or world size.
-- per-host run dirs (headnode's multi-host default: `{workdir}/runs/{job}` on each host): the full
+- per-host run dirs (headnode's multi-host default: `{workdir}/runs/{store}/{job}` on each host): the full
   (unsharded) state is gathered on every rank and each host's local rank 0 writes a complete copy,
   so any rank can resume from its own host's disk whichever node rank it gets next time. A run
   resumes from the newest step that every host has; on new hosts it starts from step 0. Gathering

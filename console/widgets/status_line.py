@@ -12,7 +12,12 @@ from ..queries import Overview
 TABS = (("1", "Cluster", "cluster"), ("2", "Queue", "queue"), ("3", "Data", "datasets"), ("4", "Events", "events"))
 
 
-def scheduler_label(overview: Overview | None, embedded: bool) -> str:
+def scheduler_label(overview: Overview | None, embedded: bool, *, store_gone: bool = False,
+                    loop_stopped: bool = False) -> str:  # fmt: skip
+    if store_gone:
+        return "STORE GONE: scheduler stopped" if loop_stopped else "STORE GONE"
+    if loop_stopped:
+        return "scheduler: stopped"
     if embedded:
         return "scheduler: embedded"
     if overview is not None and overview.holder:
@@ -26,6 +31,8 @@ class StatusLine(Widget):
     def on_mount(self) -> None:
         self.watch(self.app, "overview", lambda _: self.refresh(), init=False)
         self.watch(self.app, "embedded", lambda _: self.refresh(), init=False)
+        self.watch(self.app, "store_gone", lambda _: self.refresh(), init=False)
+        self.watch(self.app, "loop_stopped", lambda _: self.refresh(), init=False)
 
     def render(self) -> Text:
         app = self.app
@@ -36,7 +43,10 @@ class StatusLine(Widget):
             style = "bold reverse" if mode == current else ""
             line.append(f" {key} {label} ", style=style)
         ov, embedded = app.overview, app.embedded
-        sched = Text(f"{scheduler_label(ov, embedded)} ", style="green" if embedded or (ov and ov.holder) else "bold yellow")
+        gone, stopped = getattr(app, "store_gone", None), getattr(app, "loop_stopped", None)
+        label = scheduler_label(ov, embedded, store_gone=bool(gone), loop_stopped=bool(stopped))
+        style = "bold red" if gone or stopped else "green" if embedded or (ov and ov.holder) else "bold yellow"
+        sched = Text(f"{label} ", style=style)
         # What fits, by priority: who runs the scheduler, then the cluster at a glance, then the
         # age of the last cycle (a stalled loop shows there first).
         extras = []

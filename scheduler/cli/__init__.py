@@ -21,7 +21,7 @@ from functools import cached_property
 
 from ..errors import UserError
 
-AREAS = ("hosts", "jobs", "data", "top")
+AREAS = ("hosts", "jobs", "data", "top", "store")
 PLUGINS = "headnode.commands"  # entry-point group: name = the verb, value = its register(subparsers)
 DEFAULT_COMMAND = "console"    # plain `headnode` (DESIGN.md), when a plugin provides it
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -43,9 +43,11 @@ class Context:
     @cached_property
     def store(self):
         from .. import hosts
-        from ..store import Store
+        from ..store import Store, created_sentence
 
-        store = Store.for_state_dir(self.inventory.state_dir)
+        store = Store.for_state_dir(self.inventory.state_dir, cluster=self.inventory.cluster_name)
+        if store.created:  # a fresh state dir: said once, by whichever command came first
+            print(f"headnode: {created_sentence(store.path, store.identity)}", file=sys.stderr)
         hosts.sync_inventory(store, self.inventory)
         self._opened.append(store)
         return store

@@ -24,7 +24,7 @@ from ..execute import Executor, HostUnreachable, python_argv
 from ..inventory import Host, Inventory
 from ..remote import source
 from ..remote.sampler import Sampler
-from ..store import Store
+from ..store import Store, StoreGone
 from . import hang
 from .ingest import Received, downsample, ingest, mark_host
 
@@ -159,6 +159,9 @@ class Collector:
             while not self._stop.wait(self.settings.telemetry_interval):
                 try:
                     self.tick(store, time.time())
+                except StoreGone as e:  # the store file went: nothing more is written to it
+                    log.error("telemetry stopped writing: %s", e.sentence())
+                    return
                 except Exception:  # a busy store or a bad sample must not end telemetry for good
                     log.exception("telemetry write failed")
         finally:
