@@ -8,6 +8,7 @@ job_nodes; tests/test_lifecycle.py scans the sources to keep it so.
 The transitions (model.py has the states):
 
     submit          -> PENDING
+    note_waiting    PENDING: why it still waits
     request_cancel  PENDING -> CANCELLED; STARTING/RUNNING: flagged, ended by end_attempt
     start_attempt   PENDING -> STARTING, its nodes recorded STARTING before any remote start
     node_started    node STARTING -> RUNNING, with the pid the host gave
@@ -105,6 +106,13 @@ def cancel_actor(store: Store, job_id: int) -> str:
         (f"job:{job_id}",),
     )
     return row["actor"] if row else "a user"
+
+
+def note_waiting(store: Store, reasons: Sequence[tuple[str, int]]) -> None:
+    """Why PENDING jobs still wait ((reason, job id) pairs), e.g. a host without a rendezvous address;
+    a job that left PENDING meanwhile keeps its own reason."""
+    with store.tx():
+        store.conn.executemany(f"UPDATE jobs SET reason = ? WHERE id = ? AND state = '{JobState.PENDING}'", reasons)
 
 
 # --- starting ---------------------------------------------------------------------------------------

@@ -265,8 +265,7 @@ class Loop:
             if wanted != reason:
                 changed.append((wanted, job_id))
         if changed:
-            with self.store.tx():
-                self.store.conn.executemany("UPDATE jobs SET reason = ? WHERE id = ? AND state = 'PENDING'", changed)
+            lifecycle.note_waiting(self.store, changed)
         self.noted = bool(notes)
 
     def _host_views(self, now: float) -> list[policy.HostView]:

@@ -12,6 +12,13 @@ from scheduler.model import TERMINAL
 from scheduler.store import Store
 
 
+def existing_store(config: Path) -> None:
+    """Create the config's store now, so the command under test is not the first one (which says, on
+    stderr, that it created a store) when the test reads stderr as one exact sentence."""
+    with Store.for_state_dir(inventory.load(config).state_dir):
+        pass
+
+
 @contextlib.contextmanager
 def scheduler(config: Path):
     """The loop in a thread of this process, as the console embeds it."""

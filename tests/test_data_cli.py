@@ -12,12 +12,15 @@ import pytest
 
 from scheduler import humanize
 from scheduler.cli import main
+from tests.support import existing_store
 
 JSON_PKG = str(Path(sysconfig.get_paths()["stdlib"]) / "json")
 
 
 @pytest.fixture
 def run(local_config, capsys):
+    existing_store(local_config)
+
     def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
         code = main([*argv, "--config", str(local_config)])

@@ -15,6 +15,7 @@ import pytest
 
 from scheduler import inventory
 from scheduler.execute import Executor
+from tests.support import existing_store
 
 HOSTILE = ["a; touch PWNED", "$(touch PWNED)", "`touch PWNED`", "it's \"quoted\"", "x\ny", "*", "~"]
 ECHO_ARGS = "import sys, json; print(json.dumps(sys.argv[1:]))"
@@ -124,6 +125,7 @@ def mute(tmp_path):
         f'[cluster]\nstate_dir = "{tmp_path / "state"}"\n'
         f'[[hosts]]\nname = "mute"\naddress = "127.0.0.1"\nport = {srv.getsockname()[1]}\nknown_hosts = "{known}"\n'
     )
+    existing_store(config)
     yield config, srv.getsockname()[1]
     srv.close()
 

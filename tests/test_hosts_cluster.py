@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.cli import main
+from tests.support import existing_store
 
 HEADNODE = str(Path(sys.executable).with_name("headnode"))  # the installed console script
 # The --json fields scripts rely on (DESIGN.md): more may be added, none of these renamed.
@@ -201,6 +202,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_a_host_whose_sshd_is_stopped_reads_no_ssh_banner_and_prints_no_traceback(cluster, cluster_config, capsys):
     frozen = cluster.hosts[1]
     env = {k: v for k, v in os.environ.items() if k != "HEADNODE_DEBUG"} | {"PYTHONPATH": str(REPO)}
+    existing_store(cluster_config)
     cluster.freeze(frozen.name)
     try:
         r = subprocess.run([sys.executable, "-m", "scheduler", "hosts", "probe", "--timeout", "3", "--json", "--config",

@@ -73,6 +73,7 @@ class ClusterScreen(PolledScreen):
         super().__init__(**kw)
         self._data: queries.Cluster | None = None
         self._history: dict[tuple[str, int], deque] = {}
+        self._sampled: dict[tuple[str, int], float | None] = {}  # the timestamp of each GPU's last point
         self._seeded: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -90,6 +91,10 @@ class ClusterScreen(PolledScreen):
     def show(self, data: queries.Cluster) -> None:
         self._data = data
         for key, util in data.samples.items():
+            ts = data.gpus[key][4] if key in data.gpus else None
+            if ts is not None and ts == self._sampled.get(key):
+                continue  # a poll faster than the telemetry: the same sample is one point, not two
+            self._sampled[key] = ts
             self._history.setdefault(key, deque(maxlen=HISTORY)).append(util)
         self.query_one("#hosts-table", LineTable).set_rows(data.hosts)
         self._show_gpus()
