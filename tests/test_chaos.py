@@ -40,6 +40,7 @@ from scheduler import inventory
 from scheduler.cli import main
 from scheduler.store import Store
 from tests.cluster import job_processes
+from tests.support import scheduler, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +126,8 @@ class Chaos:
     loops: list[subprocess.Popen] = field(default_factory=list)
     killed: set[int] = field(default_factory=set)  # pids we SIGKILLed
     kill_times: list[float] = field(default_factory=list)  # wall clock, as the store's timestamps
-    faults: dict[str, float] = field(default_factory=dict)  # host -> when we cut or froze it (wall clock)
+    # host -> ("cut" or "freeze", since, until): wall clock, as the store's timestamps; until None while on
+    faults: dict[str, tuple[str, float, float | None]] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)
     cancels: dict[int, subprocess.Popen] = field(default_factory=dict)
     figures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
@@ -244,17 +246,19 @@ class Chaos:
                     self.start_loop()
                     self.figures["restarts"] += 1
             elif kind == "cut":
-                self.faults[arg] = time.time()
+                self.faults[arg] = ("cut", time.time(), None)
                 self.cluster.cut(arg)
                 self.figures["cuts"] += 1
             elif kind == "uncut":
                 self.cluster.heal(arg)
+                self.faults[arg] = (*self.faults[arg][:2], time.time())
             elif kind == "freeze":
-                self.faults[arg] = time.time()
+                self.faults[arg] = ("freeze", time.time(), None)
                 self.cluster.freeze(arg)
                 self.figures["freezes"] += 1
             elif kind == "unfreeze":
                 self.cluster.thaw(arg)
+                self.faults[arg] = (*self.faults[arg][:2], time.time())
         if self.loop is None:
             self.start_loop()
             self.figures["restarts"] += 1
@@ -287,19 +291,29 @@ class Chaos:
 # --- the checks ----------------------------------------------------------------------------------
 
 LOST_RE = re.compile(r"NODE_LOST: (.+?) stopped answering for over ")
+EXITED_RE = re.compile(r"node \d+ on \S+ exited with status -?\d+")
 NEVER_STARTED_RE = re.compile(r"node (\d+) on (\S+) never started \(the scheduler stopped while starting it\)")
 COULD_NOT_START_RE = re.compile(r"could not start node (\d+) on ([^:\s]+): ")
 
 
-def lost_fault(reason: str, ended_at: float, faults: dict[str, float]) -> str | None:
-    """Why a NODE_LOST reason does not match a fault we injected (None: it matches). The hosts it names
-    must all be ones we cut or froze, and the attempt must have ended after we did."""
+def failure_unexplained(chaos: Chaos, attempt: dict, hosts: set[str]) -> str | None:
+    """Why a FAILED attempt is not explained by a fault we injected (None: it is).
+
+    NODE_LOST: every host it names is one we cut or froze, before the attempt ended. A node that exited
+    non-zero: only while the link of one of the attempt's hosts was cut (torchrun's rendezvous store lives
+    on node 0's host; a partition can fail the agents before the loop declares the node lost, and a loop
+    restarted meanwhile counts node_lost_timeout from its own start). A frozen sshd fails no job: the
+    job's own traffic does not pass through it."""
+    reason, began, ended = attempt["reason"], attempt["started_at"], attempt["ended_at"]
     m = LOST_RE.match(reason)
-    if m is None:
-        return "not a NODE_LOST reason"
-    hosts = m[1].split(", ")
-    wrong = [h for h in hosts if h not in faults or ended_at < faults[h]]
-    return f"names {wrong}, which we did not cut or freeze before it ended" if wrong else None
+    if m is not None:
+        wrong = [h for h in m[1].split(", ") if h not in chaos.faults or ended < chaos.faults[h][1]]
+        return f"names {wrong}, which we did not cut or freeze before it ended" if wrong else None
+    if EXITED_RE.match(reason):
+        cut = [h for h, (kind, start, end) in chaos.faults.items()
+               if kind == "cut" and h in hosts and began <= (end or ended) and ended >= start]  # fmt: skip
+        return None if cut else "a node failed, but no host of the attempt was cut while it ran"
+    return "no fault we injected explains it"
 
 
 def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dict]:
@@ -338,7 +352,7 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
             if state == "CANCELLED" and last and job_id in cancelled and job["state"] == "CANCELLED":
                 continue
             if state == "FAILED":
-                why = lost_fault(reason, a["ended_at"], chaos.faults)
+                why = failure_unexplained(chaos, a, {x["host"] for k, x in nodes.items() if k[:2] == (job_id, n)})
                 if why is not None:
                     problems.append(f"{where}: attempt {n} FAILED: {reason!r}: {why}")
                 continue
@@ -350,7 +364,7 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
                     if not any(a["started_at"] <= k <= a["ended_at"] for k in chaos.kill_times):
                         problems.append(f"{where}: attempt {n} {reason!r}, but we killed no loop while it started")
                 elif could_not:
-                    bad = [h for _, h in could_not if h not in chaos.faults or a["ended_at"] < chaos.faults[h]]
+                    bad = [h for _, h in could_not if h not in chaos.faults or a["ended_at"] < chaos.faults[h][1]]
                     if bad:
                         problems.append(f"{where}: attempt {n} {reason!r}: {bad} were not faulted")
                 else:
@@ -391,15 +405,20 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
             problems.append(f"job {key[0]} attempt {key[1]} node {key[2]} rank {key[3]} ran {len(where)} times: {where}")
         if key[:3] in never_started:
             problems.append(f"job {key[0]} attempt {key[1]} node {key[2]} ran, but the store says it never started")
-    for job_id, tries in attempts.items():
-        for a in tries:
-            if a["state"] != "SUCCEEDED":
-                continue
-            for (j, n, k), _node in nodes.items():
-                if (j, n) == (job_id, a["attempt"]):
-                    missing = [r for r in range(procs.get(j, 0)) if (j, n, k, r) not in lines]
-                    if missing:
-                        problems.append(f"job {j} attempt {n} SUCCEEDED, but node {k} ranks {missing} left no line")
+    # What the wrappers left: a SUCCEEDED attempt has every rank's line and an exit status 0 from every node;
+    # a node the store says never started has no log (remote/start.sh creates it when it starts the node).
+    for (j, n, k), node in sorted(nodes.items()):
+        state = next((a["state"] for a in attempts.get(j, []) if a["attempt"] == n), None)
+        base = Path(node["run_dir"]) / f"attempt-{n}" / f"node-{k}"
+        if state == "SUCCEEDED":
+            missing = [r for r in range(procs.get(j, 0)) if (j, n, k, r) not in lines]
+            if missing:
+                problems.append(f"job {j} attempt {n} SUCCEEDED, but node {k} ranks {missing} left no line")
+            exit_file = base.with_suffix(".exit")
+            if not exit_file.is_file() or exit_file.read_text() != "0\n":
+                problems.append(f"job {j} attempt {n} SUCCEEDED, but {exit_file} is not 0")
+        if (j, n, k) in never_started and base.with_suffix(".log").exists():
+            problems.append(f"job {j} attempt {n} node {k}: the store says it never started, but it has a log {base}.log")
 
     # Nothing left anywhere: by host through its namespace, and by run dir on the whole machine.
     for h in chaos.cluster.hosts:
@@ -422,9 +441,11 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
     final: dict[str, int] = {}
     for job in jobs.values():
         final[job["state"]] = final.get(job["state"], 0) + 1
+    ended = [f"job {a['job_id']} attempt {a['attempt']} {a['state']}: {a['reason'][:110]}"
+             for _, tries in sorted(attempts.items()) for a in tries if a["state"] != "SUCCEEDED"]  # fmt: skip
     outcome = {
         "attempts": sum(by_state.values()), "attempts by state": by_state, "jobs by state": final,
-        "ranks that ran": sum(len(w) for w in lines.values()),
+        "ranks that ran": sum(len(w) for w in lines.values()), "other ends": ended,
     }  # fmt: skip
     return problems, outcome
 
@@ -465,5 +486,46 @@ def test_chaos_kills_cuts_freezes_and_cancels_leave_every_job_final_once_and_not
         cut, frozen = plan.cut, plan.freeze
         print(f"chaos: seed {seed}; cut {cut[0]} at {cut[1]:.1f} s for {cut[2]:.1f} s, "
               f"froze {frozen[0]} at {frozen[1]:.1f} s for {frozen[2]:.1f} s")  # fmt: skip
-        print("chaos: " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)
+        others = figures.pop("other ends")
+        print("chaos: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        for line in others:
+            print(f"chaos:   {line}")
+        sys.stdout.flush()
     assert not problems, f"seed {seed}: " + "\n".join(problems)
+
+
+@pytest.mark.cluster
+def test_a_cancel_nobody_waits_for_ends_the_job_even_when_its_host_is_lost_meanwhile(cluster, cluster_config, tmp_path):
+    """Found by the chaos test's reading of its outcomes: a cancel is only an intent, and the loop must
+    carry it out alone when nobody waits for it (`cancel --timeout 0`, a console that quit, the hang
+    watcher's HEADNODE_ON_HANG=cancel). If the job's host stops answering meanwhile, the attempt ends
+    NODE_LOST; with a retry left the job goes back to PENDING, where the loop places nothing that has a
+    cancel asked. The job must end CANCELLED, not wait in the queue forever."""
+    cluster_config.write_text(cluster_config.read_text() + SETTINGS)
+    cfg = ["--config", str(cluster_config)]
+    host = cluster.hosts[0].name  # a CPU job goes to the first host by name
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["submit", *cfg, "--json", "--retries", "1", "--", "sh", "-c", RANK, "chaos", "300"]) == 0
+    job_id = json.loads(out.getvalue())["id"]
+    ran = tmp_path / "hosts" / host / "runs" / str(job_id) / "ran"
+    with Store.for_state_dir(inventory.load(cluster_config).state_dir) as store, scheduler(cluster_config):
+        wait_state(store, job_id, {"RUNNING"}, timeout=60)
+        deadline = time.monotonic() + 60
+        while not ran.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ran.read_text() == f"{job_id} 1 0 0\n"
+        cluster.cut(host)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                assert main(["cancel", *cfg, "--timeout", "0", str(job_id)]) == 1  # asked; not verified yet
+            lost = wait_state(store, job_id, {"PENDING", "CANCELLED", "FAILED", "SUCCEEDED"}, timeout=90)
+        finally:
+            cluster.heal(host)
+        row = wait_state(store, job_id, timeout=90)
+        assert (row["state"], row["attempt"]) == ("CANCELLED", 1), (lost["reason"], row["reason"])
+        deadline = time.monotonic() + 60  # the LOST node is swept once its host answers again
+        while store.one("SELECT state FROM job_nodes WHERE job_id = ?", (job_id,))["state"] == "LOST" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert cluster.job_pids(host) == {}
+    assert ran.read_text() == f"{job_id} 1 0 0\n"  # and it never ran again
