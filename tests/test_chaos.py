@@ -505,7 +505,7 @@ def test_a_cancel_nobody_waits_for_ends_the_job_even_when_its_host_is_lost_meanw
     cfg = ["--config", str(cluster_config)]
     host = cluster.hosts[0].name  # a CPU job goes to the first host by name
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         assert main(["submit", *cfg, "--json", "--retries", "1", "--", "sh", "-c", RANK, "chaos", "300"]) == 0
     job_id = json.loads(out.getvalue())["id"]
     ran = tmp_path / "hosts" / host / "runs" / str(job_id) / "ran"
