@@ -104,13 +104,13 @@ class Plan:
         freeze_at = cut_at + cut[2] + rng.uniform(2.0, 5.0)
         freeze = (frozen, freeze_at, NODE_LOST_TIMEOUT + rng.uniform(6.0, 10.0))
         # One kill inside the freeze: a fresh loop must connect to the stopped sshd (open sessions still work);
-        # one as soon as a start is in flight (its nodes committed, the hosts not answered yet); the rest anywhere.
+        # two as soon as a start is in flight (its nodes committed, the hosts not answered yet); the rest anywhere.
         kills = [(freeze_at + rng.uniform(0.5, 2.0), rng.uniform(0.2, 1.0), False)]
         wanted = rng.randint(5, 7)
         while len(kills) < wanted:
             at = rng.uniform(2.0, end + 4.0)
             if all(abs(at - k[0]) > 3.0 for k in kills):
-                kills.append((at, rng.uniform(0.0, 2.5), len(kills) == 1))
+                kills.append((at, rng.uniform(0.0, 2.5), len(kills) in (1, 2)))
         return cls(jobs, sorted(kills), cut, freeze)
 
 
@@ -224,7 +224,7 @@ class Chaos:
         while events or armed or to_cancel:
             self.check_loop()
             for job_id, since in list(to_cancel.items()):
-                if self.store.one("SELECT state FROM jobs WHERE id = ?", (job_id,))["state"] != "PENDING" or self.now() - since > 20.0:
+                if self.store.one("SELECT state FROM jobs WHERE id = ?", (job_id,))["state"] != "PENDING" or self.now() - since > 60.0:
                     self.cancel(job_id, waits=True)
                     del to_cancel[job_id]
             if armed is not None and (self.start_in_flight() or self.now() - armed[0] > 15.0):
