@@ -1,18 +1,20 @@
 """Chaos: a stream of short jobs while the scheduler loop (a real `scheduler run` process) is SIGKILLed at
-random moments and restarted, one host's link is cut and healed, one host's sshd is stopped (SIGSTOP)
-and resumed, and three jobs are cancelled through the CLI (one of them by a `cancel --timeout 0` that does not
-wait: the loop must carry it out alone). Then a last loop runs until the queue is
-empty, and the store and the hosts must agree on what happened:
+random moments (two of them while a start is in flight) and restarted, one host's link is cut and healed,
+another host's sshd is stopped (SIGSTOP) and resumed, and three jobs are cancelled through the CLI (one by a
+`cancel --timeout 0` that does not wait: the loop must carry it out alone). Then a last loop runs until the
+queue is empty and every node is swept, and the store and the hosts must agree on what happened:
 
 - no job is lost: every submitted id is in the store;
-- every job is in a true final state: SUCCEEDED; CANCELLED exactly for the cancelled ones; FAILED only
-  when its last attempt lost a node (`NODE_LOST: HOST ...`) on a host we cut or froze, after we did,
-  with its retries used up. Every attempt that ended otherwise than SUCCEEDED says why in one of those
-  ways, or as a start that never ran because we killed the loop during it or its host was faulted;
+- every job is in a true final state: CANCELLED exactly for the cancelled ones; else SUCCEEDED, or FAILED
+  with its retries used up. Every attempt that did not succeed (or end by the cancel) is explained by a
+  fault we injected: FAILED as `NODE_LOST: HOST ...` naming only hosts we cut or froze, before it ended,
+  or as a node exiting non-zero while the link of one of its hosts was cut; ABORTED as a node that never
+  started while we killed the loop, or could not be started on a faulted host;
 - never launched twice: every rank of every job appends one line "JOB ATTEMPT NODE LOCAL_RANK" to a file
   in its run dir; each line is an attempt and node the store recorded on that host, none appears twice,
-  a SUCCEEDED attempt has every line, and a node the store says never started has none; the store holds
-  one STARTING event per attempt, and attempts are numbered 1..N as the job says;
+  a SUCCEEDED attempt has every line and exit status 0 from every node, and a node the store says never
+  started has neither lines nor a log; the store holds one STARTING event per attempt, and attempts are
+  numbered 1..N as the job says;
 - nothing is left: no process with a job marker on any host (read from /proc, not through headnode).
 
 Everything random comes from one seed, printed first; `HEADNODE_CHAOS_SEED=N` replays the same plan (the
@@ -107,7 +109,9 @@ class Plan:
         # two as soon as a start is in flight (its nodes committed, the hosts not answered yet); the rest anywhere.
         kills = [(freeze_at + rng.uniform(0.5, 2.0), rng.uniform(0.2, 1.0), False)]
         wanted = rng.randint(5, 7)
-        while len(kills) < wanted:
+        for _ in range(1000):  # bounded: spaced kills always fit in 20+ s, but never loop forever
+            if len(kills) == wanted:
+                break
             at = rng.uniform(2.0, end + 4.0)
             if all(abs(at - k[0]) > 3.0 for k in kills):
                 kills.append((at, rng.uniform(0.0, 2.5), len(kills) in (1, 2)))
@@ -227,8 +231,9 @@ class Chaos:
                 if self.store.one("SELECT state FROM jobs WHERE id = ?", (job_id,))["state"] != "PENDING" or self.now() - since > 60.0:
                     self.cancel(job_id, waits=True)
                     del to_cancel[job_id]
-            if armed is not None and (self.start_in_flight() or self.now() - armed[0] > 15.0):
-                if self.kill_loop(at_start=self.start_in_flight()):
+            in_flight = armed is not None and self.start_in_flight()
+            if armed is not None and (in_flight or self.now() - armed[0] > 15.0):
+                if self.kill_loop(at_start=in_flight):
                     events.append((self.now() + armed[1], "restart", None))
                 armed = None
             events.sort(key=lambda e: e[0])
