@@ -546,3 +546,53 @@ def test_a_cancel_nobody_waits_for_ends_the_job_even_when_its_host_is_lost_meanw
             time.sleep(0.2)
     assert cluster.job_pids(host) == {}
     assert ran.read_text() == f"{job_id} 1 0 0\n"  # and it never ran again
+
+
+@pytest.mark.cluster
+def test_a_start_still_running_on_its_host_when_the_loop_dies_is_never_run_twice(cluster, cluster_config, tmp_path):
+    """Found by the chaos test's kills at a start, on a slow host: a SIGKILLed loop drops its SSH session,
+    but a start already running on the host goes on (a session without a terminal gets no SIGHUP). Here
+    the host takes 15 s to run the start's port check (its Python is slow once, as on a loaded host), so
+    the start lands long after the next loop found no trace of it and recorded the node as never started.
+    That node must then never run: its torchrun does not start, the retry is the only attempt that runs."""
+    slow, slept = tmp_path / "slow-python", tmp_path / "slept"
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-I" ] && mkdir {tmp_path / "slowed"} 2>/dev/null; then sleep 15; : > {slept}; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    slow.chmod(0o755)
+    text = cluster_config.read_text().replace(f"python = {json.dumps(sys.executable)}", f"python = {json.dumps(str(slow))}")
+    cluster_config.write_text(text + SETTINGS)
+    cfg = ["--config", str(cluster_config)]
+    host = cluster.hosts[0].name  # a CPU job goes to the first host by name
+    with Store.for_state_dir(inventory.load(cluster_config).state_dir) as store:
+        chaos = Chaos(cluster_config, tmp_path, store, cluster)
+        try:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                assert main(["submit", *cfg, "--json", "--", "sh", "-c", RANK, "chaos", "5"]) == 0
+            job_id = json.loads(out.getvalue())["id"]
+            chaos.start_loop()
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "slowed").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert chaos.start_in_flight()  # the start runs on the host, in its slow port check
+            assert chaos.kill_loop(at_start=True)
+            chaos.start_loop()
+            row = wait_state(store, job_id, timeout=120)
+            deadline = time.monotonic() + 60  # the late start lands, and whatever it started ends by itself
+            while (not slept.exists() or cluster.job_pids(host)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2.0)
+            left = cluster.job_pids(host)
+            attempts = store.query("SELECT attempt, state, reason FROM attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+            assert chaos.stop_loop() == 0
+        finally:
+            chaos.cleanup()
+    run_dir = tmp_path / "hosts" / host / "runs" / str(job_id)
+    never = [a["attempt"] for a in attempts if NEVER_STARTED_RE.fullmatch(a["reason"])]
+    assert row["state"] == "SUCCEEDED" and never == [1], attempts
+    assert [n for n in never if (run_dir / f"attempt-{n}" / "torchrun").exists()] == [], "a node recorded as never started ran torchrun"
+    assert sorted((run_dir / "ran").read_text().splitlines()) == [f"{job_id} {row['attempt']} 0 0"]
+    assert left == {}
