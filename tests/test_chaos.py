@@ -13,7 +13,7 @@ queue is empty and every node is swept, and the store and the hosts must agree o
 - never launched twice: every rank of every job appends one line "JOB ATTEMPT NODE LOCAL_RANK" to a file
   in its run dir; each line is an attempt and node the store recorded on that host, none appears twice,
   a SUCCEEDED attempt has every line and exit status 0 from every node, and a node the store says never
-  started has neither lines nor a log; the store holds one STARTING event per attempt, and attempts are
+  started has no lines and its torchrun never ran; the store holds one STARTING event per attempt, and attempts are
   numbered 1..N as the job says;
 - nothing is left: no process with a job marker on any host (read from /proc, not through headnode).
 
@@ -419,7 +419,7 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
         if key[:3] in never_started:
             problems.append(f"job {key[0]} attempt {key[1]} node {key[2]} ran, but the store says it never started")
     # What the wrappers left: a SUCCEEDED attempt has every rank's line and an exit status 0 from every node;
-    # a node the store says never started has no log (remote/start.sh creates it when it starts the node).
+    # where a node the store says never started was to run, torchrun never ran (it makes attempt-N/torchrun).
     for (j, n, k), node in sorted(nodes.items()):
         state = next((a["state"] for a in attempts.get(j, []) if a["attempt"] == n), None)
         base = Path(node["run_dir"]) / f"attempt-{n}" / f"node-{k}"
@@ -430,8 +430,8 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
             exit_file = base.with_suffix(".exit")
             if not exit_file.is_file() or exit_file.read_text() != "0\n":
                 problems.append(f"job {j} attempt {n} SUCCEEDED, but {exit_file} is not 0")
-        if (j, n, k) in never_started and base.with_suffix(".log").exists():
-            problems.append(f"job {j} attempt {n} node {k}: the store says it never started, but it has a log {base}.log")
+        if (j, n, k) in never_started and (base.parent / "torchrun").exists():
+            problems.append(f"job {j} attempt {n} node {k}: the store says it never started, but torchrun ran there")
 
     # Nothing left anywhere: by host through its namespace, and by run dir on the whole machine.
     for h in chaos.cluster.hosts:
