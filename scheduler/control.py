@@ -40,16 +40,20 @@ def finish(store: Store, executor, inventory: Inventory, job: Job, ending: Endin
     unreachable = {h: why for h, why in unreachable.items() if h in names}
     hosts = [known[h] for h in names if h not in unreachable]
     if reports is None:
-        reports = teardown.teardown(executor, hosts, job.id, grace=inventory.settings.grace_period)
+        reports = teardown.teardown(executor, hosts, job.id, grace=inventory.settings.grace_period, attempts=[job.attempt])
     return lifecycle.end_attempt(store, job, replace(ending, unreachable=unreachable), Verdict.of(reports, unreachable))
 
 
 def sweep_lost(store: Store, executor, inventory: Inventory, host: Host) -> list[str]:
     """Stop what is left of LOST nodes on a host that answers again; returns one line per job swept."""
-    rows = store.query("SELECT DISTINCT job_id FROM job_nodes WHERE host = ? AND state = 'LOST'", (host.name,))
+    rows = store.query(
+        "SELECT job_id, group_concat(DISTINCT attempt) AS attempts FROM job_nodes WHERE host = ? AND state = 'LOST' GROUP BY job_id",
+        (host.name,),
+    )
     done = []
     for row in rows:
-        (report,) = teardown.teardown(executor, [host], row["job_id"], grace=inventory.settings.grace_period)
+        attempts = [int(a) for a in row["attempts"].split(",")]
+        (report,) = teardown.teardown(executor, [host], row["job_id"], grace=inventory.settings.grace_period, attempts=attempts)
         if not report.verified:
             continue
         text = f"{host.name} answers again; verified: no process left there (stopped {report.found})"

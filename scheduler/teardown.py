@@ -27,12 +27,15 @@ KILL_WAIT = 5.0  # after SIGKILL: a process in uninterruptible sleep (a hung dri
 KILL = source("kill.py")
 
 
-def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float) -> list[HostReport]:
-    """Stop job `job_id` on every host at once and report, per host, what is left."""
+def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float,
+             attempts: Sequence[int] = ()) -> list[HostReport]:  # fmt: skip
+    """Stop job `job_id` on every host at once and report, per host, what is left. `attempts` are the
+    attempts this ends: a start of one of them that reaches a host only later runs nothing (kill.py)."""
+    fenced = [",".join(map(str, attempts))] if attempts else []
     results = executor.python_many(
         hosts,
         KILL,
-        lambda h: [str(job_id), h.name, launch.run_dir(h, job_id), str(grace), str(KILL_WAIT)],
+        lambda h: [str(job_id), h.name, launch.run_dir(h, job_id), str(grace), str(KILL_WAIT), *fenced],
         timeout=grace + KILL_WAIT + 15,
     )
     return [_report(h.name, results[h.name]) for h in hosts]
