@@ -596,3 +596,61 @@ def test_a_start_still_running_on_its_host_when_the_loop_dies_is_never_run_twice
     assert [n for n in never if (run_dir / f"attempt-{n}" / "torchrun").exists()] == [], "a node recorded as never started ran torchrun"
     assert sorted((run_dir / "ran").read_text().splitlines()) == [f"{job_id} {row['attempt']} 0 0"]
     assert left == {}
+
+
+@pytest.mark.cluster
+def test_sweeping_a_lost_node_leaves_the_jobs_retry_on_the_same_host_running(cluster, cluster_config, tmp_path):
+    """Found by reading the chaos test's outcomes: a LOST node is swept (every process of its job on its
+    host stopped) once the host answers again, at most every node_lost_timeout; the host takes new work
+    again once it has been quiet that long. Those are two timers: when the host comes back after a sweep
+    failed (sshd restarting after a reboot refuses at once) and its quiet time ends first, the job's own
+    retry may start there before the next sweep. The sweep must stop only what the lost attempt left,
+    not the retry. Here the loop is stepped by hand and its two timers set to that order."""
+    from scheduler import loop
+    from scheduler.execute import Executor
+
+    cluster_config.write_text(cluster_config.read_text() + SETTINGS)
+    cfg = ["--config", str(cluster_config)]
+    host = cluster.hosts[0].name
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for other in cluster.hosts[1:]:  # the retry can only go back to the same host
+            assert main(["hosts", "drain", other.name, *cfg]) == 0
+    inv = inventory.load(cluster_config)
+    ran = tmp_path / "hosts" / host / "runs" / "1" / "ran"
+
+    def cycle_until(done, what: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"{what}: {store.one('SELECT state, reason FROM jobs WHERE id = 1')}"
+            sched.cycle()
+            time.sleep(0.2)
+
+    def state() -> str:
+        return store.one("SELECT state FROM jobs WHERE id = 1")["state"]
+
+    with Store.for_state_dir(inv.state_dir) as store:
+        executor = Executor(inv)
+        try:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                assert main(["submit", *cfg, "--json", "--retries", "1", "--", "sh", "-c", RANK, "chaos", "12"]) == 0
+            assert json.loads(out.getvalue())["id"] == 1
+            sched = loop.Loop(inv, store, executor)
+            cycle_until(lambda: state() == "RUNNING" and ran.exists(), "attempt 1 running")
+            cluster.cut(host)
+            try:
+                cycle_until(lambda: state() == "PENDING", "attempt 1 lost")  # its sweep failed in that cycle
+            finally:
+                cluster.heal(host)
+            sched.silent.pop(host, None)  # the host's quiet time is over ...
+            sched.next_sweep[host] = time.time() + 3600  # ... and its next sweep is not due yet
+            cycle_until(lambda: state() == "RUNNING" and len(ran.read_text().splitlines()) == 2, "attempt 2 running")
+            sched.next_sweep[host] = 0.0  # now the sweep
+            cycle_until(lambda: state() in ("SUCCEEDED", "FAILED", "CANCELLED"), "attempt 2 ended")
+            cycle_until(lambda: store.one("SELECT count(*) AS n FROM job_nodes WHERE state = 'LOST'")["n"] == 0, "swept")
+        finally:
+            executor.close()
+        row = store.one("SELECT state, attempt, reason FROM jobs WHERE id = 1")
+    assert (row["state"], row["attempt"]) == ("SUCCEEDED", 2), row["reason"]
+    assert sorted(ran.read_text().splitlines()) == ["1 1 0 0", "1 2 0 0"]
+    assert cluster.job_pids(host) == {}
