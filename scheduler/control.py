@@ -41,7 +41,7 @@ def finish(store: Store, executor, inventory: Inventory, job: Job, ending: Endin
     hosts = [known[h] for h in names if h not in unreachable]
     if reports is None:
         reports = teardown.teardown(executor, hosts, job.id, grace=inventory.settings.grace_period,
-                                    run_dirs=_run_dirs(store, job.id, hosts))
+                                    run_dirs=_run_dirs(store, job.id, hosts), attempts=[job.attempt])
     return lifecycle.end_attempt(store, job, replace(ending, unreachable=unreachable), Verdict.of(reports, unreachable))
 
 
@@ -54,12 +54,21 @@ def _run_dirs(store: Store, job_id: int, hosts: Sequence[Host]) -> dict[str, str
 
 
 def sweep_lost(store: Store, executor, inventory: Inventory, host: Host) -> list[str]:
-    """Stop what is left of LOST nodes on a host that answers again; returns one line per job swept."""
-    rows = store.query("SELECT DISTINCT job_id FROM job_nodes WHERE host = ? AND state = 'LOST'", (host.name,))
+    """Stop what is left of LOST nodes on a host that answers again; returns one line per job swept.
+    A job whose current attempt has a node on the host waits until that attempt is over (its own
+    teardown stops what the lost one left there too)."""
+    rows = store.query(
+        "SELECT job_id, group_concat(DISTINCT attempt) AS attempts FROM job_nodes WHERE host = ? AND state = 'LOST' GROUP BY job_id",
+        (host.name,),
+    )
     done = []
     for row in rows:
+        job = jobs.get(store, row["job_id"])
+        if job.active and any(n.host == host.name for n in jobs.nodes(store, job.id, job.attempt)):
+            continue  # its retry runs here too, and a teardown stops every process of the job: sweep after it
+        attempts = [int(a) for a in row["attempts"].split(",")]
         (report,) = teardown.teardown(executor, [host], row["job_id"], grace=inventory.settings.grace_period,
-                                      run_dirs=_run_dirs(store, row["job_id"], [host]))
+                                      run_dirs=_run_dirs(store, row["job_id"], [host]), attempts=attempts)
         if not report.verified:
             continue
         text = f"{host.name} answers again; verified: no process left there (stopped {report.found})"

@@ -15,7 +15,8 @@ The transitions (model.py has the states):
     mark_running    STARTING -> RUNNING once every node runs
     record_facts    what a host said about a node: pid, exit status, log size, metrics
     note_stopping   a teardown that is not verified yet: the reason says what is left
-    end_attempt     STARTING/RUNNING -> PENDING (retry, or never really ran) or a terminal state
+    end_attempt     STARTING/RUNNING -> PENDING (retry, or never really ran; not once a cancel is asked)
+                    or a terminal state
     node_swept      LOST node -> EXITED once its host answered and nothing of the job is left
 
 Nothing here talks to hosts: control.py tears down first, then calls end_attempt with the verdict.
@@ -259,6 +260,12 @@ def end_attempt(store: Store, job: Job, ending: Ending, verdict: Verdict) -> tup
         state = next_state(ending.state, failures, fresh.retries, aborted)
         if state == JobState.FAILED and ending.state == AttemptState.ABORTED:
             text = f"FAILED: gave up after {aborted} starts that never ran (the last: {ending.reason}); {said}"
+            store.execute("UPDATE jobs SET state = ?, reason = ?, ended_at = ? WHERE id = ?", (state, text, now, job.id))
+        elif state == JobState.PENDING and fresh.cancel_requested:
+            # A cancel was asked while the attempt ran (it ended first, e.g. NODE_LOST): no retry. The loop
+            # places no job that has a cancel asked, and nobody may be waiting to end it in the queue.
+            state = JobState.CANCELLED
+            text = f"cancelled by {cancel_actor(store, job.id)}; attempt {job.attempt} had ended first: {ending.reason}; {said}"
             store.execute("UPDATE jobs SET state = ?, reason = ?, ended_at = ? WHERE id = ?", (state, text, now, job.id))
         elif state == JobState.PENDING:
             used = f" ({failures} of {fresh.retries} retries used)" if ending.state == AttemptState.FAILED else ""

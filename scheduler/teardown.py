@@ -27,13 +27,15 @@ KILL = source("kill.py")
 
 
 def teardown(executor: Executor, hosts: Sequence[Host], job_id: int, *, grace: float,
-             run_dirs: Mapping[str, str]) -> list[HostReport]:  # fmt: skip
+             run_dirs: Mapping[str, str], attempts: Sequence[int] = ()) -> list[HostReport]:  # fmt: skip
     """Stop job `job_id` on every host at once and report, per host, what is left. `run_dirs`: the
-    job's run dir on each host, as recorded at launch (jobs.run_dirs)."""
+    job's run dir on each host, as recorded at launch (jobs.run_dirs). `attempts` are the attempts
+    this ends: a start of one of them that reaches a host only later runs nothing (kill.py)."""
+    fenced = [",".join(map(str, attempts))] if attempts else []
     results = executor.python_many(
         hosts,
         KILL,
-        lambda h: [str(job_id), h.name, run_dirs[h.name], str(grace), str(KILL_WAIT)],
+        lambda h: [str(job_id), h.name, run_dirs[h.name], str(grace), str(KILL_WAIT), *fenced],
         timeout=grace + KILL_WAIT + 15,
     )
     return [_report(h.name, results[h.name]) for h in hosts]

@@ -277,6 +277,15 @@ class Cluster:
         want = {f"{k}={v}".encode() for k, v in (env or {}).items()}
         return [p for p in _all_pids() if _proc_netns(p) == ino and want <= set(_environ(p))]
 
+    def job_pids(self, name: str) -> dict[int, str]:
+        """Every process on host `name` that carries a job marker, any job: {pid: HEADNODE_JOB_ID}."""
+        out = {}
+        for pid in self.pids(name):
+            env = dict(e.split(b"=", 1) for e in _environ(pid) if b"=" in e)
+            if b"HEADNODE_JOB_ID" in env and not _is_zombie(pid):
+                out[pid] = env[b"HEADNODE_JOB_ID"].decode(errors="replace")
+        return out
+
     def write_config(self, path: Path, *, state_dir: Path, workdirs: Path, gpus: int = 2) -> Path:
         """A hosts.toml for these hosts; every host gets its own fresh workdir under `workdirs`."""
         lines = [
@@ -343,6 +352,19 @@ def kill_job_processes(roots: Iterable[Path], netns_inodes: set[int] = frozenset
                 killed.append(pid)
     _wait_gone(killed)
     return killed
+
+
+def job_processes(roots: Iterable[Path]) -> dict[int, str]:
+    """Live job processes anywhere on this machine whose HEADNODE_RUN_DIR lies under one of `roots`:
+    {pid: HEADNODE_JOB_ID}. Looks only; kills nothing."""
+    prefixes = [str(Path(r)) + os.sep for r in roots]
+    out = {}
+    for pid in _all_pids():
+        env = dict(e.split(b"=", 1) for e in _environ(pid) if b"=" in e)
+        run_dir = env.get(b"HEADNODE_RUN_DIR", b"").decode(errors="replace")
+        if b"HEADNODE_JOB_ID" in env and any(run_dir.startswith(p) for p in prefixes) and not _is_zombie(pid):
+            out[pid] = env[b"HEADNODE_JOB_ID"].decode(errors="replace")
+    return out
 
 
 def clean_leftovers() -> None:

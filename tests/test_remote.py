@@ -127,7 +127,11 @@ def test_the_package_ships_every_program_that_is_not_a_module():
 
 
 def test_a_shell_program_ships_without_its_comment_lines():
-    assert source("wrap.sh") == 'exitf=$1; shift; "$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"\n'
+    assert source("wrap.sh") == (
+        'exitf=$1; shift\n'
+        'if [ -e "${exitf%/*}/ended" ]; then echo "headnode: ${exitf%/*} ended before this node started; not starting it"; exit 0; fi\n'
+        '"$@"; code=$?; printf "%s\\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"\n'
+    )
 
 
 def test_a_program_without_headnode_imports_ships_as_its_file():

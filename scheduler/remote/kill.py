@@ -1,6 +1,6 @@
 """Stops every process of a job on this host, and proves that none is left.
 
-    python kill.py JOB HOST RUN_DIR GRACE KILL_WAIT
+    python kill.py JOB HOST RUN_DIR GRACE KILL_WAIT [ATTEMPTS]
 
 A process is the job's when its environment holds HEADNODE_JOB_ID=JOB, HEADNODE_HOST=HOST and a
 HEADNODE_RUN_DIR that resolves to RUN_DIR (which tells this store's job 3 from another headnode's
@@ -8,7 +8,10 @@ job 3 on the same machine); everything in those processes' groups goes with them
 then up to GRACE seconds for them to go (a process appearing meanwhile, a worker mid-spawn, gets its
 SIGTERM too), then SIGKILL, repeated for up to KILL_WAIT seconds (a process in uninterruptible sleep
 may take a while), then a final scan; where NVML answers, every GPU's process list is checked for
-the pids seen. Prints one JSON line:
+the pids seen. ATTEMPTS (comma-separated) are the attempts that end with this teardown: before the
+first scan each gets RUN_DIR/attempt-N/ended, so a start of one of them still on its way here (its loop
+died mid-start and the next one found no trace of it) runs nothing: wrap.sh looks for that file only once
+it carries the markers, so either it sees the file or the scan sees it. Prints one JSON line:
 {"found": N, "killed": N needing SIGKILL, "left": [[pid, cmdline], ...], "gpu": [[gpu, pid], ...]}.
 """
 
@@ -83,9 +86,22 @@ def gpu_holders(pids) -> list:
     return out
 
 
-def kill(job: str, host: str, run_dir: str, grace: float, kill_wait: float) -> dict:
+ENDED = "ended"  # wrap.sh reads the same name
+
+
+def fence(run_dir: str, attempts) -> None:
+    for a in attempts:
+        try:
+            os.makedirs(os.path.join(run_dir, f"attempt-{a}"), exist_ok=True)
+            open(os.path.join(run_dir, f"attempt-{a}", ENDED), "a").close()
+        except OSError:
+            pass  # a run dir we may not write: the scans below still stop whatever runs
+
+
+def kill(job: str, host: str, run_dir: str, grace: float, kill_wait: float, attempts=()) -> dict:
     want = {f"HEADNODE_JOB_ID={job}".encode(), f"HEADNODE_HOST={host}".encode()}
     run_dir = os.path.realpath(run_dir)
+    fence(run_dir, attempts)
     seen = scan(want, run_dir)
     ever = dict(seen)
     send(seen, signal.SIGTERM)
@@ -108,8 +124,9 @@ def kill(job: str, host: str, run_dir: str, grace: float, kill_wait: float) -> d
 
 
 def main(argv=None) -> None:
-    job, host, run_dir, grace, kill_wait = sys.argv[1:] if argv is None else argv
-    print(json.dumps(kill(job, host, run_dir, float(grace), float(kill_wait))))
+    job, host, run_dir, grace, kill_wait, *rest = sys.argv[1:] if argv is None else argv
+    attempts = [a for a in (rest[0] if rest else "").split(",") if a.isdigit()]
+    print(json.dumps(kill(job, host, run_dir, float(grace), float(kill_wait), attempts)))
 
 
 if __name__ == "__main__":

@@ -5,4 +5,10 @@
 #
 # Constant text: every user part arrives as a positional argument, so nothing the user typed is parsed
 # by a shell. start.sh starts it as the leader of the node's process group.
-exitf=$1; shift; "$@"; code=$?; printf "%s\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"
+#
+# It runs nothing when its attempt ended before it got here (a start that outlived its SIGKILLed loop and
+# landed after the next loop recorded the node as never started): kill.py writes attempt-N/ended before
+# it scans for the markers this process already carries, so either this sees the file or kill.py sees it.
+exitf=$1; shift
+if [ -e "${exitf%/*}/ended" ]; then echo "headnode: ${exitf%/*} ended before this node started; not starting it"; exit 0; fi
+"$@"; code=$?; printf "%s\n" "$code" >"$exitf.tmp" && mv -f -- "$exitf.tmp" "$exitf"
