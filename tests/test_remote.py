@@ -360,7 +360,10 @@ def test_probe_host_run_as_a_file_describes_this_machine(tmp_path):
     out = subprocess.run([sys.executable, str(PROGRAMS / "probe_host.py"), str(tmp_path / "not" / "yet")],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     facts = json.loads(out.stdout)
-    assert sorted(facts) == ["cpus", "cuda", "disk_free_bytes", "driver", "gpus", "hostname", "load", "python", "python_too_old", "torch"]
+    assert sorted(facts) == [
+        "cpus", "cuda", "disk_free_bytes", "driver", "gpus", "hostname", "interface", "load", "python", "python_too_old",
+        "ssh_address", "torch",
+    ]
     assert {k: facts[k] for k in ("hostname", "python", "python_too_old", "torch", "cpus")} == {
         "hostname": socket.gethostname(), "python": platform.python_version(), "python_too_old": False,
         "torch": metadata.version("torch"), "cpus": os.cpu_count(),
