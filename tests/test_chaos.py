@@ -401,7 +401,7 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
     # Never launched twice: the ranks' own lines, host by host.
     lines: dict[tuple[int, int, int, int], list[str]] = {}
     for h in chaos.cluster.hosts:
-        for ran in sorted((chaos.config.parent / "hosts" / h.name / "runs").glob("*/ran")):
+        for ran in sorted((chaos.config.parent / "hosts" / h.name / "runs").glob("*/*/ran")):  # runs/STORE/JOB
             job_id = int(ran.parent.name)
             for line in ran.read_text().splitlines():
                 words = line.split()
@@ -467,6 +467,15 @@ def check(chaos: Chaos, plan: Plan, cancelled: set[int]) -> tuple[list[str], dic
     return problems, outcome
 
 
+def run_dir_of(config: Path, host: str, job_id: int) -> Path:
+    """Where launch puts a job's run dir on a host: runs/STORE/JOB under the host's workdir."""
+    from scheduler import launch
+
+    inv = inventory.load(config)
+    with Store.for_state_dir(inv.state_dir) as store:
+        return Path(launch.run_dir(inv.host(host), job_id, store.id))
+
+
 @pytest.mark.cluster
 def test_chaos_kills_cuts_freezes_and_cancels_leave_every_job_final_once_and_nothing_running(
     cluster, cluster_config, tmp_path, capsys
@@ -525,7 +534,7 @@ def test_a_cancel_nobody_waits_for_ends_the_job_even_when_its_host_is_lost_meanw
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         assert main(["submit", *cfg, "--json", "--retries", "1", "--", "sh", "-c", RANK, "chaos", "300"]) == 0
     job_id = json.loads(out.getvalue())["id"]
-    ran = tmp_path / "hosts" / host / "runs" / str(job_id) / "ran"
+    ran = run_dir_of(cluster_config, host, job_id) / "ran"
     with Store.for_state_dir(inventory.load(cluster_config).state_dir) as store, scheduler(cluster_config):
         wait_state(store, job_id, {"RUNNING"}, timeout=60)
         deadline = time.monotonic() + 60
@@ -590,7 +599,7 @@ def test_a_start_still_running_on_its_host_when_the_loop_dies_is_never_run_twice
             assert chaos.stop_loop() == 0
         finally:
             chaos.cleanup()
-    run_dir = tmp_path / "hosts" / host / "runs" / str(job_id)
+    run_dir = run_dir_of(cluster_config, host, job_id)
     never = [a["attempt"] for a in attempts if NEVER_STARTED_RE.fullmatch(a["reason"])]
     assert row["state"] == "SUCCEEDED" and never == [1], attempts
     assert [n for n in never if (run_dir / f"attempt-{n}" / "torchrun").exists()] == [], "a node recorded as never started ran torchrun"
@@ -616,7 +625,7 @@ def test_sweeping_a_lost_node_leaves_the_jobs_retry_on_the_same_host_running(clu
         for other in cluster.hosts[1:]:  # the retry can only go back to the same host
             assert main(["hosts", "drain", other.name, *cfg]) == 0
     inv = inventory.load(cluster_config)
-    ran = tmp_path / "hosts" / host / "runs" / "1" / "ran"
+    ran = run_dir_of(cluster_config, host, 1) / "ran"
 
     def cycle_until(done, what: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
