@@ -152,34 +152,14 @@ def validate(store: Store, inventory: Inventory, spec: JobSpec) -> JobSpec:
         raise UserError("bad command", "an argument contains a NUL byte", "remove it", field="command")
     if spec.name is not None:
         _check_name(spec.name)
-    if spec.nodes < 1:
-        raise UserError(f"bad --nodes {spec.nodes}", "a job needs at least one node", "use --nodes 1 or more", field="nodes")
-    if spec.gpus_per_node < 0:
+    # The ranges of every number are bounds.check_job's (above); what is left are rules across fields.
+    if spec.procs_per_node is not None and spec.gpus_per_node:
         raise UserError(
-            f"bad --gpus-per-node {spec.gpus_per_node}",
-            "it cannot be negative",
-            "use 0 for a CPU-only job",
+            "--procs-per-node is for CPU jobs only",
+            f"with --gpus-per-node {spec.gpus_per_node} each node runs one process per GPU",
+            "drop --procs-per-node, or use --gpus-per-node 0",
             field="gpus_per_node",
         )
-    if spec.procs_per_node is not None:
-        if spec.gpus_per_node:
-            raise UserError(
-                "--procs-per-node is for CPU jobs only",
-                f"with --gpus-per-node {spec.gpus_per_node} each node runs one process per GPU",
-                "drop --procs-per-node, or use --gpus-per-node 0",
-                field="gpus_per_node",
-            )
-        if spec.procs_per_node < 1:
-            raise UserError(
-                f"bad --procs-per-node {spec.procs_per_node}",
-                "a node runs at least one process",
-                "use 1 or more",
-                field="procs_per_node",
-            )
-    if spec.retries < 0:
-        raise UserError(f"bad --retries {spec.retries}", "it cannot be negative", "use 0 for no retries", field="retries")
-    if spec.time_limit is not None and spec.time_limit <= 0:
-        raise UserError(f"bad time limit {spec.time_limit}", "it must be positive", "omit it for no limit", field="time_limit")
     for tag in spec.tags:
         if not NAME_RE.match(tag):
             raise UserError(
