@@ -18,8 +18,10 @@ from scheduler.telemetry.collector import Collector
 
 FAST = "\n[scheduler]\ncycle_interval = 0.5\nlease_ttl = 5.0\n\n[telemetry]\ninterval = 0.5\ndown_after = 4.0\nhang_after = 12.0\n"
 
-# Two ranks on two hosts. "healthy" all-reduces and logs forever; "hang" has rank 1 sleep before its
-# first all-reduce, so rank 0 blocks in the collective for good (the stuck all-reduce).
+# Two ranks on two hosts. "healthy" all-reduces and logs a line per step for as long as it runs (it
+# never ends: the test stops it), so its log grows every few tenths of a second, far inside hang_after
+# even on a loaded machine; "hang" has rank 1 sleep before its first all-reduce, so rank 0 blocks in
+# the collective for good (the stuck all-reduce).
 SCRIPT = """
 import sys, time
 import torch, torch.distributed as dist
@@ -32,8 +34,7 @@ t, step = torch.ones(4), 0
 while True:
     dist.all_reduce(t)
     step += 1
-    if step % 5 == 0:
-        print("step", step, flush=True)
+    print("step", step, flush=True)
     time.sleep(0.1)
 """
 
@@ -149,11 +150,15 @@ def test_ranks_are_attributed_to_their_job_and_a_job_stuck_in_a_collective_is_fl
         assert code == 0 and any(str(healthy) in h["jobs"] for h in json.loads(out)["hosts"])
 
         wait_for("the hung job flagged", lambda: "hang" in loads(row(hung)["flags"]), inv.settings.hang_after + 60)
-        assert loads(row(healthy)["flags"]) == []  # it logs steps, so it progresses
+        assert row(healthy)["state"] == "RUNNING"  # still logging steps, so it progresses ...
+        assert loads(row(healthy)["flags"]) == []  # ... and is not flagged
+        assert store.one("SELECT count(*) AS n FROM events WHERE object = ? AND what = 'alert'", (f"job:{healthy}",))["n"] == 0
         alert = store.one("SELECT ts, reason FROM events WHERE object = ? AND what = 'alert'", (f"job:{hung}",))
         assert alert["reason"].startswith("hang: no progress for")
         stalled_at = store.one("SELECT progress_at FROM jobs WHERE id = ?", (hung,))["progress_at"]
-        assert inv.settings.hang_after <= alert["ts"] - stalled_at <= inv.settings.hang_after + 10
+        # Not before the timeout. How long after it is the machine's business (a loaded machine
+        # probes late), so there is no upper bound.
+        assert alert["ts"] - stalled_at >= inv.settings.hang_after
     finally:
         stop.set()
         t.join(30)  # the jobs outlive the loop; cluster_config's teardown kills their processes

@@ -10,7 +10,7 @@ import pytest
 
 from scheduler.inventory import Settings
 from scheduler.store import Store, loads
-from scheduler.telemetry.hang import HANG, IDLE, Flag, check_hangs, detect_hang, detect_idle, last_progress
+from scheduler.telemetry.hang import HANG, IDLE, Flag, check_hangs, detect_hang, detect_idle, last_looked, last_progress
 from scheduler.telemetry.ingest import Received, ingest
 
 NOW = 10_000.0
@@ -58,6 +58,17 @@ def test_without_any_telemetry_there_is_no_verdict():
     assert detect_hang(stalled(4000), [], [], NOW, AFTER) is None
 
 
+def test_a_job_never_looked_at_has_no_verdict():
+    assert detect_hang(stalled(400), [gpu(0)], [], None, AFTER) is None
+
+
+def test_the_stall_ends_when_the_nodes_were_last_looked_at_not_at_the_wall_clock():
+    nodes = [SimpleNamespace(last_seen=NOW - 5), SimpleNamespace(last_seen=NOW - 1)]
+    assert last_looked(nodes) == NOW - 5  # the oldest: a node not looked at since may have progressed
+    assert last_looked([*nodes, SimpleNamespace(last_seen=None)]) is None
+    assert detect_hang(stalled(400), [gpu(0)], [], NOW - 200, AFTER) is None  # 200 s seen stalled, not 400
+
+
 def test_the_last_progress_stamp_counts_whichever_it_is():
     job = SimpleNamespace(started_at=NOW - 3600, progress_at=NOW - 1000, metrics_at=NOW - 5)
     assert last_progress(job) == NOW - 5
@@ -79,15 +90,16 @@ def store(tmp_path):
         yield s
 
 
-def running_job(store: Store, host: str, gpus: list[int], progress_at: float, env: dict | None = None) -> int:
+def running_job(store: Store, host: str, gpus: list[int], progress_at: float, env: dict | None = None, seen: float = NOW) -> int:
+    """A RUNNING job on one host whose node the loop last looked at `seen`."""
     with store.tx():
         job_id = store.execute(
             "INSERT INTO jobs (name, state, command, nodes, gpus_per_node, attempt, submitted_at, started_at, progress_at, env) "
             "VALUES ('t', 'RUNNING', '[]', 1, ?, 1, ?, ?, ?, ?)",
             (len(gpus), progress_at, progress_at, progress_at, json.dumps(env or {})),
         ).lastrowid
-        store.execute("INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus) VALUES (?, 1, 0, ?, ?)",
-                      (job_id, host, json.dumps(gpus)))
+        store.execute("INSERT INTO job_nodes (job_id, attempt, node_rank, host, gpus, last_seen) VALUES (?, 1, 0, ?, ?, ?)",
+                      (job_id, host, json.dumps(gpus), seen))
         store.execute("INSERT OR IGNORE INTO hosts (name, address) VALUES (?, '10.0.0.1')", (host,))
     return job_id
 
@@ -113,6 +125,26 @@ def test_check_hangs_flags_a_stuck_job_once_and_clears_the_flag_when_it_resumes(
     rows = store.query("SELECT what, reason FROM events WHERE object = ?", (f"job:{job}",))
     events = [(e["what"], e["reason"].split(":")[0]) for e in rows]
     assert events == [("alert", HANG), ("alert cleared", HANG)]
+
+
+def test_a_job_the_loop_could_not_look_at_is_not_hung_however_long_ago_it_progressed(store):
+    settings = Settings(hang_after=AFTER, down_after=10.0)
+    running_job(store, "gpu01", [0, 1], progress_at=NOW - 400, seen=NOW - 400)  # no probe answered since
+    ingest(store, [Received("gpu01", NOW - 1, gpus_at(0))])
+    assert check_hangs(store, settings, NOW) == []
+    assert loads(store.one("SELECT flags FROM jobs")["flags"]) == []
+
+
+def test_the_flags_of_a_job_that_stopped_running_are_cleared(store):
+    settings = Settings(hang_after=AFTER, down_after=10.0)
+    job = running_job(store, "gpu01", [0, 1], progress_at=NOW - 400)
+    ingest(store, [Received("gpu01", NOW - 1, gpus_at(0))])
+    assert [(j, f.kind) for j, f in check_hangs(store, settings, NOW)] == [(job, HANG)]
+    store.execute("UPDATE jobs SET state = 'CANCELLED' WHERE id = ?", (job,))
+    assert check_hangs(store, settings, NOW + 1) == []
+    assert loads(store.one("SELECT flags FROM jobs")["flags"]) == []
+    whats = [e["what"] for e in store.query("SELECT what FROM events WHERE object = ? ORDER BY id", (f"job:{job}",))]
+    assert whats == ["alert", "alert cleared"]
 
 
 def test_stale_telemetry_is_not_evidence(store):

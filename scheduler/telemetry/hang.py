@@ -7,6 +7,12 @@ signature of a kernel spinning on a collective that will never complete (the stu
 A CPU-only job (gloo) that waits in a collective burns no CPU, so there its ranks' CPU is the
 evidence. Slow-but-busy jobs (long evaluation, a slow checkpoint) are not flagged.
 
+"For `hang_after` seconds" is measured up to the last time the loop looked at every node of the job
+(job_nodes.last_seen), not up to the wall clock: the stamps only move when a probe answers, so a loop
+that could not look (a slow cycle, a probe that timed out on a loaded host) has no news, which is not
+evidence of a stall. Flags describe a running job: the first check after a job stopped running
+(ended, or back in the queue for a retry) clears them.
+
 Waste: GPUs allocated to a running job that have been idle for `hang_after`, even if it progresses.
 
 `detect_hang` / `detect_idle` are pure; `check_hangs` applies them to the store (flags + events).
@@ -19,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from .. import jobs
-from ..model import Job, JobState
+from ..model import Job, JobState, Node
 from ..store import Store, dumps, loads
 
 IDLE_UTIL = 5.0  # percent
@@ -42,13 +48,21 @@ def last_progress(job: Job) -> float | None:
     return max((s for s in stamps if s is not None), default=None)
 
 
-def detect_hang(last: float | None, gpus: list[dict], ranks: list[dict], now: float, hang_after: float) -> Flag | None:
-    """last: the job's last_progress; gpus: the latest samples of the job's GPUs; ranks: [{host, pids,
-    cpu_percent}] of its processes. No evidence (no fresh telemetry) is no verdict: a silent host is
-    NODE_LOST's business."""
-    if last is None or now - last < hang_after:
+def last_looked(nodes: list[Node]) -> float | None:
+    """When the loop last saw every one of the nodes (their log and metrics sizes): the oldest of their
+    last_seen; None when one was never seen."""
+    seen = [n.last_seen for n in nodes]
+    return min(seen) if seen and None not in seen else None
+
+
+def detect_hang(last: float | None, gpus: list[dict], ranks: list[dict], seen: float | None, hang_after: float) -> Flag | None:
+    """last: the job's last_progress; seen: when its nodes were last looked at (last_looked), the end
+    of the span without progress; gpus: the latest samples of the job's GPUs; ranks: [{host, pids,
+    cpu_percent}] of its processes. No evidence (not looked at, no fresh telemetry) is no verdict: a
+    silent host is NODE_LOST's business."""
+    if last is None or seen is None or seen - last < hang_after:
         return None
-    stalled = f"no progress for {now - last:.0f} s"
+    stalled = f"no progress for {seen - last:.0f} s"
     if gpus:
         if all(g.get("util") is not None and g["util"] < IDLE_UTIL for g in gpus):
             return Flag(HANG, f"{stalled} and its {len(gpus)} GPUs idle")
@@ -76,9 +90,8 @@ def detect_idle(gpus: list[dict], now: float, hang_after: float) -> Flag | None:
     return Flag(IDLE, f"{len(idle)} of its {len(gpus)} GPUs idle for {since:.0f} s")
 
 
-def job_evidence(store: Store, job: Job, fresh_after: float) -> tuple[list[dict], list[dict]]:
-    """(its GPUs' latest samples, its ranks per host) for the job's current attempt, fresh only."""
-    nodes = jobs.nodes(store, job.id, job.attempt)
+def job_evidence(store: Store, job: Job, nodes: list[Node], fresh_after: float) -> tuple[list[dict], list[dict]]:
+    """(its GPUs' latest samples, its ranks per host) for the job's nodes (its current attempt), fresh only."""
     if not nodes:
         return [], []
     wanted = {(n.host, g) for n in nodes for g in n.gpus} | {(n.host, -1) for n in nodes}
@@ -96,22 +109,36 @@ def job_evidence(store: Store, job: Job, fresh_after: float) -> tuple[list[dict]
 
 
 def check_hangs(store: Store, settings, now: float | None = None) -> list[tuple[int, Flag]]:
-    """Flag running jobs (jobs.flags + an `alert` event when a flag appears or clears); returns the
-    new flags. Idempotent, so any process may call it every cycle."""
+    """Flag running jobs (jobs.flags + an `alert` event when a flag appears or clears), and clear the
+    flags of jobs that stopped running; returns the new flags. Idempotent, so any process may call it
+    every cycle."""
     now = time.time() if now is None else now
     raised = []
-    running = [job for job in jobs.active(store) if job.state == JobState.RUNNING]
-    for job in running:
-        gpus, ranks = job_evidence(store, job, now - settings.down_after)
-        findings = (detect_hang(last_progress(job), gpus, ranks, now, settings.hang_after), detect_idle(gpus, now, settings.hang_after))
-        found = {f.kind: f for f in findings if f}
+    rows = store.query("SELECT * FROM jobs WHERE state = ? OR flags != ? ORDER BY id", (JobState.RUNNING, dumps([])))
+    for job in map(Job.of, rows):
+        found: dict[str, Flag] = {}
+        if job.state == JobState.RUNNING:
+            nodes = jobs.nodes(store, job.id, job.attempt)
+            gpus, ranks = job_evidence(store, job, nodes, now - settings.down_after)
+            seen = last_looked(nodes)
+            findings = (
+                detect_hang(last_progress(job), gpus, ranks, None if seen is None else min(seen, now), settings.hang_after),
+                detect_idle(gpus, now, settings.hang_after),
+            )
+            found = {f.kind: f for f in findings if f}
         before = list(job.flags)
         after = [f for f in before if f not in (HANG, IDLE)] + sorted(found)
         if after == before:
             continue
         obj = f"job:{job.id}"
         with store.tx():
-            store.execute("UPDATE jobs SET flags = ? WHERE id = ?", (dumps(after), job.id))
+            # Only onto the job as it was read: one that ended or retried meanwhile is looked at anew.
+            cur = store.execute(
+                "UPDATE jobs SET flags = ? WHERE id = ? AND state = ? AND attempt = ?",
+                (dumps(after), job.id, job.state, job.attempt),
+            )
+            if not cur.rowcount:
+                continue
             for kind in sorted(found.keys() - set(before)):
                 store.event(obj, "alert", f"{kind}: {found[kind].reason}")
                 raised.append((job.id, found[kind]))
