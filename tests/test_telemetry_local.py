@@ -7,8 +7,10 @@ import contextlib
 import io
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -86,15 +88,24 @@ def test_top_once_prints_a_table(inv):
 
 
 def test_top_without_once_refreshes_until_interrupted(inv):
+    """A frame per interval, each with the newest sample: frames keep coming, and before long one
+    carries a newer sample (the very next one may repeat the last: the sampler keeps its own pace)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler", "top", "--json", "--interval", "0.3", "--config", str(inv.path)],
         stdout=subprocess.PIPE,
         text=True,
     )
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
-        first, second = json.loads(proc.stdout.readline()), json.loads(proc.stdout.readline())
-        assert first["hosts"][0]["state"] == second["hosts"][0]["state"] == "up"
-        assert second["hosts"][0]["ts"] > first["hosts"][0]["ts"]
+        deadline = time.monotonic() + 60
+        frames = []
+        while not frames or frames[-1]["hosts"][0]["ts"] <= frames[0]["hosts"][0]["ts"]:
+            try:
+                frames.append(json.loads(lines.get(timeout=max(0.0, deadline - time.monotonic()))))
+            except queue.Empty:
+                pytest.fail(f"no frame with a newer sample within 60 s ({len(frames)} frames)")
+        assert len(frames) >= 2 and {f["hosts"][0]["state"] for f in frames} == {"up"}
     finally:
         proc.terminate()
         proc.wait(10)

@@ -3,6 +3,10 @@
 `top` reads the store's `latest` table when a scheduler loop is collecting (its lease is held and the
 samples are fresh); otherwise it samples the hosts itself: one round trip per host for --once, a
 store-less Collector for the live table. The live table is plain ANSI (no textual on this path).
+
+Without --once, `top` prints a frame every --interval (a table, or one JSON line with --json) whether
+or not a new sample arrived meanwhile: the sampler's cadence is the host's, so a frame may repeat the
+previous one's samples, and each host's `ts` says when its sample was taken.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def register(sub) -> None:
     p = sub.add_parser("top", help="live utilisation of every GPU and host")
     p.add_argument("--once", action="store_true", help="print once and exit")
     p.add_argument("--interval", type=bounds.option("top", "--interval"), default=None,
-                   help="seconds between refreshes (default: telemetry interval)")
+                   help="seconds between frames (default: telemetry interval); a frame shows the newest "
+                        "sample of each host, which may be the previous frame's")
     add_json(p)
     p.set_defaults(func=cmd_top)
 
