@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # A write of a state-machine column: `UPDATE jobs|attempts|job_nodes SET ... state|attempt|cancel_requested =`,
 # or a new row in attempts / job_nodes (a new row in jobs is a submit).
 STATE_WRITE = re.compile(
-    r"UPDATE\s+(jobs|attempts|job_nodes)\s+SET\b[^\"']*?\b(state|attempt|cancel_requested)\s*=|INSERT\s+INTO\s+(jobs|attempts|job_nodes)\b",
+    # In the SET list only: a WHERE clause that filters on the state writes nothing.
+    r"UPDATE\s+(jobs|attempts|job_nodes)\s+SET\b(?:(?!\bWHERE\b)[^\"'])*?\b(state|attempt|cancel_requested)\s*="
+    r"|INSERT\s+INTO\s+(jobs|attempts|job_nodes)\b",
     re.I,
 )
 
@@ -169,3 +171,5 @@ def test_the_state_write_scan_would_catch_a_write_elsewhere():
     assert STATE_WRITE.search("UPDATE job_nodes SET state = 'EXITED'")
     assert STATE_WRITE.search("INSERT INTO attempts (job_id) VALUES (1)")
     assert not STATE_WRITE.search("UPDATE jobs SET flags = ? WHERE id = ?")
+    assert not STATE_WRITE.search("UPDATE jobs SET flags = ? WHERE id = ? AND state = ? AND attempt = ?")
+    assert STATE_WRITE.search("UPDATE jobs SET flags = ?, state = ? WHERE id = ?")
